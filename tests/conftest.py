@@ -1,0 +1,28 @@
+"""Shared fixtures: one local Ray for the whole session, and a tiny synthetic data set prepared once."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"reference data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def ray_session(tmp_path_factory):
+    """One local Ray (4 logical CPUs on this 2-core box: 2 Train workers plus Ray Data), shut down at the end."""
+    import ray
+
+    os.environ.setdefault("RAY_AUTH_TOKEN_PATH", str(tmp_path_factory.mktemp("ray-auth") / "auth_token"))
+    ray.init(num_cpus=4, include_dashboard=True, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()

@@ -1,0 +1,57 @@
+"""Command line: `python launch.py SUBCOMMAND ...`.
+
+Each subcommand lives in `vidfuse/commands/<name>.py`, which defines `add_arguments(parser)` and
+`run(args) -> int`. Only the chosen subcommand's module is imported, so `--help` stays fast. Bad input raises
+`VidfuseError`; it is printed here as one line (`vidfuse: error: ...`) with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from vidfuse.errors import VidfuseError
+
+COMMANDS = {
+    "prepare": "official split files + videos or frame folders -> Parquet data set",
+    "train": "train a model on Ray Train (local or on a cluster)",
+    "test": "score every test video of a run; writes RUN_DIR/test/",
+    "tune": "Ray Tune search over a space in tune/*.yaml",
+    "report": "results table, curves and significance tests over runs",
+    "predict": "top-5 labels for videos or frame folders with a trained run",
+    "models": "table of backbones x heads with parameters and GFLOPs",
+    "demo": "synthetic data -> prepare -> train -> test -> report, all local",
+}
+
+
+def _top_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="launch.py",
+        description="vidfuse: video action recognition with bilinear fusion heads on Ray.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n".join(f"  {name:<8} {text}" for name, text in COMMANDS.items()),
+    )
+    parser.add_argument("command", choices=list(COMMANDS), metavar="SUBCOMMAND", help="one of the commands below")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    top = _top_parser()
+    if not argv or argv[0] not in COMMANDS:
+        top.parse_args(argv[:1])  # prints usage and exits 2 for a missing or unknown subcommand, 0 for --help
+        return 2
+    name, rest = argv[0], argv[1:]
+    module = importlib.import_module(f"vidfuse.commands.{name}")
+    parser = argparse.ArgumentParser(prog=f"launch.py {name}", description=COMMANDS[name])
+    module.add_arguments(parser)
+    args = parser.parse_args(rest)
+    try:
+        return int(module.run(args) or 0)
+    except VidfuseError as exc:
+        print(f"vidfuse: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vidfuse: interrupted", file=sys.stderr)
+        return 130

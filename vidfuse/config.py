@@ -1,0 +1,282 @@
+"""Typed experiment configuration: defaults, YAML presets, `--set a.b=c` overrides and validation.
+
+One `Config` holds every setting of a run in four sections (`model`, `data`, `optim`, `run`). A preset YAML
+file names only what differs from the defaults; `--set section.key=value` overrides any key on top; the
+resolved config is saved beside the run so that `test`, `report` and `--resume` read exactly what trained.
+Unknown keys and wrong types are a `VidfuseError` that lists the valid keys of the section.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vidfuse.errors import VidfuseError
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "resnet"  # backbone family: resnet or resnext
+    depth: int = 18  # 10/18/34/50/101/152/200 for resnet, 101 for resnext
+    shortcut: str = "A"  # A: zero-padded identity, B: 1x1x1 conv + BN on the shortcut
+    cardinality: int = 32  # groups of the ResNeXt bottleneck
+    num_classes: int = 101  # classes of the data set being trained
+    fusion: str = "hbp"  # head: gap, gap_bilinear, bilinear, hbp, temporal, factorized, compact
+    fusion_layers: list[str] = field(default_factory=lambda: ["layer3", "layer4"])  # blocks the head reads
+    fusion_dim: int = 0  # head's projection / sketch dimension; 0 picks the head's own default
+    fusion_align: str = "coarser"  # common grid of the fused blocks: finer or coarser
+    dropout: float = 0.5  # dropout before the classifier
+    pretrain_path: str = ""  # 3D-ResNets-PyTorch or vidfuse checkpoint to start from; empty: from scratch
+    ft_begin_index: int = 0  # blocks before layer{k} are frozen (weights and BatchNorm statistics)
+    sync_bn: bool = False  # convert BatchNorm to SyncBatchNorm across workers
+
+
+@dataclass
+class DataConfig:
+    path: str = ""  # prepared Parquet data set (a file or a folder of shards)
+    split: int = 1  # official split 1, 2 or 3
+    sample_duration: int = 16  # frames per clip
+    sample_stride: int = 1  # take every n-th frame inside a window
+    sample_size: int = 112  # crop size in pixels
+    n_val_clips: int = 3  # evenly spaced windows scored per validation video
+    norm: str = "kinetics"  # normalisation preset: kinetics (3D-ResNets mean, 0-255 scale) or imagenet
+    val_from_test: bool = False  # old protocol: validate on the official test list (selection on the test set)
+    decode_workers: int = 1  # Ray Data decoder actors (keep at most CPUs - 1 free for the Parquet reads)
+    shuffle_buffer: int = 64  # clips in each worker's local shuffle buffer
+
+
+@dataclass
+class OptimConfig:
+    optimizer: str = "sgd"  # sgd or adamw
+    lr: float = 0.1  # base learning rate (for the whole batch across workers)
+    momentum: float = 0.9  # SGD momentum
+    nesterov: bool = False  # Nesterov momentum for SGD
+    weight_decay: float = 1e-3  # applied to conv / linear weights only, never to BatchNorm or biases
+    scheduler: str = "plateau"  # plateau (on val loss), multistep, cosine or constant
+    patience: int = 10  # plateau: epochs without val-loss improvement before the LR drops
+    milestones: list[int] = field(default_factory=lambda: [30, 60, 90])  # multistep: epochs where the LR drops
+    gamma: float = 0.1  # factor of each LR drop
+    warmup_epochs: int = 0  # cosine: linear warm-up epochs
+    min_lr: float = 0.0  # cosine: final learning rate
+    grad_clip: float = 0.0  # max gradient norm; 0 disables clipping
+
+
+@dataclass
+class RunConfig:
+    name: str = "run"  # run name: the folder under storage
+    storage: str = "runs"  # local folder, NFS path or s3:// URI shared by all nodes
+    epochs: int = 30  # training epochs
+    batch_size: int = 32  # clips per step across all workers
+    workers: int = 2  # Ray Train workers (one per GPU on a cluster)
+    gpus_per_worker: float = 0.0  # GPUs each worker takes; 0 trains on CPU with gloo
+    cpus_per_worker: float = 1.0  # CPUs each worker reserves
+    amp: bool = True  # bf16 autocast on GPU (ignored on CPU)
+    checkpoint_every: int = 1  # keep a checkpoint every n epochs (and always the best)
+    keep_checkpoints: int = 2  # periodic checkpoints kept besides the best
+    max_failures: int = 1  # worker restarts from the last checkpoint before giving up
+    seed: int = 0  # seeds model init, clip sampling and crops
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+SECTIONS = {f.name: f.type for f in dataclasses.fields(Config)}
+
+CHOICES = {
+    "model.arch": ("resnet", "resnext"),
+    "model.shortcut": ("A", "B"),
+    "model.fusion": ("gap", "gap_bilinear", "bilinear", "hbp", "temporal", "factorized", "compact"),
+    "model.fusion_align": ("finer", "coarser"),
+    "data.norm": ("kinetics", "imagenet"),
+    "optim.optimizer": ("sgd", "adamw"),
+    "optim.scheduler": ("plateau", "multistep", "cosine", "constant"),
+}
+
+
+def _section_class(section: str) -> type:
+    classes = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "run": RunConfig}
+    if section not in classes:
+        raise VidfuseError(f"unknown config section {section!r}; valid sections: {', '.join(classes)}")
+    return classes[section]
+
+
+def _field_types(section: str) -> dict[str, Any]:
+    cls = _section_class(section)
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def _coerce(key: str, value: Any, kind: Any) -> Any:
+    """Convert `value` (from YAML or a `--set` string) to the field's type, or raise naming the key."""
+    origin = typing.get_origin(kind)
+    try:
+        if origin in (list, tuple):
+            (item,) = typing.get_args(kind)[:1]
+            if isinstance(value, str):
+                value = [v for v in value.replace(",", " ").split()]
+            if not isinstance(value, (list, tuple)):
+                raise TypeError
+            return [_coerce(key, v, item) for v in value]
+        if kind is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+                return value.lower() in ("true", "1", "yes")
+            raise TypeError
+        if kind is int:
+            if isinstance(value, bool):
+                raise TypeError
+            if isinstance(value, float) and not value.is_integer():
+                raise TypeError
+            return int(value)
+        if kind is float:
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if kind is str:
+            if isinstance(value, (dict, list)):
+                raise TypeError
+            return "" if value is None else str(value)
+    except (TypeError, ValueError):
+        pass
+    else:
+        raise TypeError(f"unsupported config type {kind}")
+    name = getattr(kind, "__name__", str(kind))
+    raise VidfuseError(f"config key {key}: {value!r} is not a valid {name}")
+
+
+def set_value(config: Config, dotted_key: str, value: Any) -> None:
+    """Set `section.key` on `config`, converting the value to the field's type."""
+    if "." not in dotted_key:
+        raise VidfuseError(f"config key {dotted_key!r} must be section.key; sections: {', '.join(SECTIONS)}")
+    section, key = dotted_key.split(".", 1)
+    types_ = _field_types(section)
+    if key not in types_:
+        raise VidfuseError(f"unknown config key {dotted_key!r}; valid keys of {section}: {', '.join(types_)}")
+    setattr(getattr(config, section), key, _coerce(dotted_key, value, types_[key]))
+
+
+def from_dict(raw: dict[str, Any], base: Config | None = None) -> Config:
+    """Apply a nested dict (as read from YAML) on top of `base` (the defaults when None)."""
+    config = base if base is not None else Config()
+    if not isinstance(raw, dict):
+        raise VidfuseError(f"a config must be a mapping of sections, got {type(raw).__name__}")
+    for section, values in raw.items():
+        _section_class(section)
+        if not isinstance(values, dict):
+            raise VidfuseError(f"config section {section!r} must be a mapping of keys to values")
+        for key, value in values.items():
+            set_value(config, f"{section}.{key}", value)
+    validate(config)
+    return config
+
+
+def load(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the YAML preset at `path` (if any), then `key=value` overrides; validated."""
+    config = Config()
+    if path:
+        path = Path(path)
+        if not path.is_file():
+            raise VidfuseError(f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise VidfuseError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+        config = from_dict(raw, config)
+    apply_overrides(config, overrides)
+    return config
+
+
+def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """Apply `section.key=value` strings (values parsed as YAML scalars/lists) and validate."""
+    for item in overrides:
+        if "=" not in item:
+            raise VidfuseError(f"--set expects section.key=value, got {item!r}")
+        key, text = item.split("=", 1)
+        try:
+            value = yaml.safe_load(text) if text else ""
+        except yaml.YAMLError:
+            value = text
+        set_value(config, key.strip(), value)
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """Cross-field and choice checks; raises `VidfuseError` with the offending key and value."""
+    for dotted, allowed in CHOICES.items():
+        section, key = dotted.split(".")
+        value = getattr(getattr(config, section), key)
+        if value not in allowed:
+            raise VidfuseError(f"{dotted}={value!r} is not one of: {', '.join(allowed)}")
+    if config.data.split not in (1, 2, 3):
+        raise VidfuseError(f"data.split={config.data.split} must be 1, 2 or 3")
+    if not 0 <= config.model.ft_begin_index <= 5:
+        raise VidfuseError(f"model.ft_begin_index={config.model.ft_begin_index} must be between 0 and 5")
+    for dotted, value in (
+        ("run.epochs", config.run.epochs),
+        ("run.batch_size", config.run.batch_size),
+        ("run.workers", config.run.workers),
+        ("data.sample_duration", config.data.sample_duration),
+        ("data.sample_size", config.data.sample_size),
+        ("data.sample_stride", config.data.sample_stride),
+        ("data.n_val_clips", config.data.n_val_clips),
+        ("model.num_classes", config.model.num_classes),
+        ("run.checkpoint_every", config.run.checkpoint_every),
+    ):
+        if value < 1:
+            raise VidfuseError(f"{dotted}={value} must be at least 1")
+    if config.optim.lr <= 0:
+        raise VidfuseError(f"optim.lr={config.optim.lr} must be positive")
+
+
+def save(config: Config, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML (atomically: temporary name, then rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    os.replace(tmp, path)
+
+
+def keys() -> list[str]:
+    """Every `section.key` a config accepts (for `--set` and Tune search spaces)."""
+    return [f"{section}.{key}" for section in SECTIONS for key in _field_types(section)]
+
+
+# The old 3D-ResNets-PyTorch `main.py` flags, so the user's habits carry over: flag -> config key.
+LEGACY_FLAGS = {
+    "model": "model.arch",
+    "model_depth": "model.depth",
+    "resnet_shortcut": "model.shortcut",
+    "resnext_cardinality": "model.cardinality",
+    "sample_duration": "data.sample_duration",
+    "sample_size": "data.sample_size",
+    "n_val_samples": "data.n_val_clips",
+    "batch_size": "run.batch_size",
+    "n_epochs": "run.epochs",
+    "learning_rate": "optim.lr",
+    "momentum": "optim.momentum",
+    "weight_decay": "optim.weight_decay",
+    "nesterov": "optim.nesterov",
+    "lr_patience": "optim.patience",
+    "pretrain_path": "model.pretrain_path",
+    "n_finetune_classes": "model.num_classes",
+    "ft_begin_index": "model.ft_begin_index",
+    "checkpoint": "run.checkpoint_every",
+}
+# `--n_classes` (classes of the pretrained model) and `--resume_path` need no config key: vidfuse reads the class
+# count from the checkpoint itself, and resumes from the run folder. The CLI accepts them for compatibility.
