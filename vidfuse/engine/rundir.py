@@ -1,0 +1,80 @@
+"""What a run folder holds, in one place: `RUN_DIR = <storage>/<name>`.
+
+    config.yaml      the resolved Config the run trained with
+    meta.json        labels, data set path, parameters, GFLOPs per clip (written when training starts)
+    metrics.jsonl    one JSON object per finished epoch (see METRIC_KEYS)
+    best.pt last.pt  vidfuse checkpoints (see engine/checkpoint.py)
+    test/            summary.json, predictions.jsonl, per_class.csv, confusion.png (written by `test`)
+Ray Train keeps its own `checkpoint_*` folders beside these.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from vidfuse import config as config_lib
+from vidfuse.errors import VidfuseError
+
+CONFIG = "config.yaml"
+META = "meta.json"
+METRICS = "metrics.jsonl"
+TEST_DIR = "test"
+
+# Keys of every metrics.jsonl record.
+METRIC_KEYS = (
+    "epoch", "train_loss", "train_acc", "val_loss", "val_clip_acc", "val_video_acc",
+    "lr", "clips_per_s", "epoch_seconds",
+)
+
+
+def run_dir_of(config: config_lib.Config) -> Path:
+    """The run folder of a config: `<storage>/<name>` with an absolute storage path."""
+    return Path(config.run.storage).expanduser().resolve() / config.run.name
+
+
+def require_run_dir(path: str | os.PathLike) -> Path:
+    """`path` as a run folder, or one clear error when it holds no `config.yaml`."""
+    path = Path(path)
+    if not (path / CONFIG).is_file():
+        raise VidfuseError(f"{path} is not a vidfuse run folder (no {CONFIG})")
+    return path
+
+
+def read_config(run_dir: str | os.PathLike) -> config_lib.Config:
+    return config_lib.load(require_run_dir(run_dir) / CONFIG)
+
+
+def read_meta(run_dir: str | os.PathLike) -> dict[str, Any]:
+    path = Path(run_dir) / META
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_json(path: str | os.PathLike, obj: Any) -> None:
+    """Write JSON atomically (temporary name, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
+    """Every epoch record of a run, in order; the last record of an epoch wins (a resumed run rewrites it)."""
+    path = Path(run_dir) / METRICS
+    if not path.is_file():
+        return []
+    by_epoch: dict[int, dict[str, Any]] = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            record = json.loads(line)
+            by_epoch[int(record["epoch"])] = record
+    return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def append_metrics(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:
+    path = Path(run_dir) / METRICS
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
