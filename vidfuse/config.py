@@ -26,7 +26,7 @@ class ModelConfig:
     depth: int = 18  # 10/18/34/50/101/152/200 for resnet, 101 for resnext
     shortcut: str = "A"  # A: zero-padded identity, B: 1x1x1 conv + BN on the shortcut
     cardinality: int = 32  # groups of the ResNeXt bottleneck
-    num_classes: int = 101  # classes of the data set being trained
+    num_classes: int = 0  # classes to train; 0 takes the class count of the prepared data set
     fusion: str = "hbp"  # head: gap, gap_bilinear, bilinear, hbp, temporal, factorized, compact
     fusion_layers: list[str] = field(default_factory=lambda: ["layer3", "layer4"])  # blocks the head reads
     fusion_dim: int = 0  # head's projection / sketch dimension; 0 picks the head's own default
@@ -76,10 +76,11 @@ class RunConfig:
     workers: int = 2  # Ray Train workers (one per GPU on a cluster)
     gpus_per_worker: float = 0.0  # GPUs each worker takes; 0 trains on CPU with gloo
     cpus_per_worker: float = 1.0  # CPUs each worker reserves
-    amp: bool = True  # bf16 autocast on GPU (ignored on CPU)
+    precision: str = "bf16"  # autocast on GPU: bf16, fp16 (with a GradScaler) or fp32; CPU always trains in fp32
     checkpoint_every: int = 1  # keep a checkpoint every n epochs (and always the best)
     keep_checkpoints: int = 2  # periodic checkpoints kept besides the best
     max_failures: int = 1  # worker restarts from the last checkpoint before giving up
+    use_subclusters: bool = False  # cluster.yaml: train on nodes labelled ray-subcluster=training, decode on =data
     seed: int = 0  # seeds model init, clip sampling and crops
 
 
@@ -104,6 +105,7 @@ CHOICES = {
     "data.norm": ("kinetics", "imagenet"),
     "optim.optimizer": ("sgd", "adamw"),
     "optim.scheduler": ("plateau", "multistep", "cosine", "constant"),
+    "run.precision": ("bf16", "fp16", "fp32"),
 }
 
 
@@ -235,11 +237,12 @@ def validate(config: Config) -> None:
         ("data.sample_size", config.data.sample_size),
         ("data.sample_stride", config.data.sample_stride),
         ("data.n_val_clips", config.data.n_val_clips),
-        ("model.num_classes", config.model.num_classes),
         ("run.checkpoint_every", config.run.checkpoint_every),
     ):
         if value < 1:
             raise VidfuseError(f"{dotted}={value} must be at least 1")
+    if config.model.num_classes < 0:
+        raise VidfuseError(f"model.num_classes={config.model.num_classes} must be 0 (from the data) or positive")
     if config.optim.lr <= 0:
         raise VidfuseError(f"optim.lr={config.optim.lr} must be positive")
 

@@ -1,0 +1,93 @@
+"""Config: defaults, presets, overrides, validation, legacy flags, round-trip through YAML."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from vidfuse import config as config_lib
+from vidfuse.cli import main
+from vidfuse.commands import train as train_command
+from vidfuse.errors import VidfuseError
+
+
+def test_overrides_convert_to_field_types():
+    cfg = config_lib.load(None, ["optim.lr=0.01", "model.fusion_layers=[layer2, layer4]", "model.sync_bn=true",
+                                 "data.split=2", "run.gpus_per_worker=1"])
+    assert cfg.optim.lr == 0.01
+    assert cfg.model.fusion_layers == ["layer2", "layer4"]
+    assert cfg.model.sync_bn is True
+    assert cfg.data.split == 2
+    assert cfg.run.gpus_per_worker == 1.0 and isinstance(cfg.run.gpus_per_worker, float)
+
+
+def test_unknown_key_lists_the_valid_keys_of_its_section():
+    with pytest.raises(VidfuseError) as err:
+        config_lib.load(None, ["optim.learning_rate=0.1"])
+    message = str(err.value)
+    assert "optim.learning_rate" in message and "lr" in message and "weight_decay" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize("override, fragment", [
+    ("data.split=4", "data.split=4"),
+    ("model.fusion=attention", "model.fusion='attention'"),
+    ("run.epochs=ten", "run.epochs"),
+    ("model.ft_begin_index=6", "ft_begin_index=6"),
+    ("optim.lr=-1", "optim.lr=-1"),
+    ("run.epochs=2.5", "run.epochs"),
+])
+def test_bad_values_are_named(override, fragment):
+    with pytest.raises(VidfuseError, match=None) as err:
+        config_lib.load(None, [override])
+    assert fragment in str(err.value)
+
+
+def test_preset_then_override_and_yaml_round_trip(tmp_path):
+    preset = tmp_path / "preset.yaml"
+    preset.write_text(yaml.safe_dump({"model": {"arch": "resnext", "depth": 101, "shortcut": "B"},
+                                      "optim": {"lr": 0.001}}))
+    cfg = config_lib.load(preset, ["optim.lr=0.005"])
+    assert (cfg.model.arch, cfg.model.depth, cfg.optim.lr) == ("resnext", 101, 0.005)
+    config_lib.save(cfg, tmp_path / "resolved.yaml")
+    assert config_lib.load(tmp_path / "resolved.yaml") == cfg
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_every_preset_in_configs_loads():
+    from pathlib import Path
+
+    presets = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    assert {p.name for p in presets} >= {"r3d50_ucf101.yaml", "resnext101_64f_ucf101.yaml",
+                                         "resnext101_64f_hmdb51.yaml"}
+    for preset in presets:
+        cfg = config_lib.load(preset)
+        assert cfg.model.ft_begin_index == 4 and cfg.model.pretrain_path.endswith(".pth")
+
+
+def test_legacy_main_py_flags_map_to_config_keys():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    train_command.add_arguments(parser)
+    args = parser.parse_args(["--model", "resnext", "--model_depth", "101", "--resnet_shortcut", "B",
+                              "--sample_duration", "64", "--learning_rate", "0.001", "--lr_patience", "5",
+                              "--n_finetune_classes", "101", "--ft_begin_index", "4", "--n_val_samples", "2",
+                              "--batch_size", "16", "--checkpoint", "5", "--data", "x.parquet", "--split", "2"])
+    cfg = config_lib.load(None, train_command._overrides(args))
+    assert (cfg.model.arch, cfg.model.depth, cfg.model.shortcut) == ("resnext", 101, "B")
+    assert (cfg.data.sample_duration, cfg.data.n_val_clips, cfg.data.path, cfg.data.split) == (64, 2, "x.parquet", 2)
+    assert (cfg.optim.lr, cfg.optim.patience) == (0.001, 5)
+    assert (cfg.model.num_classes, cfg.model.ft_begin_index) == (101, 4)
+    assert (cfg.run.batch_size, cfg.run.checkpoint_every) == (16, 5)
+
+
+def test_cli_prints_one_line_for_a_bad_key(capsys):
+    assert main(["train", "--set", "model.nope=1", "--data", "x"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model.nope" in err[0]
+
+
+def test_keys_cover_every_section():
+    keys = config_lib.keys()
+    assert "optim.lr" in keys and "model.fusion" in keys and "data.split" in keys and "run.epochs" in keys

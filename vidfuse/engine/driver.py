@@ -1,0 +1,172 @@
+"""The training driver: checks the inputs, sets up the run folder, and runs a Ray Train `TorchTrainer`.
+
+The same code runs on a laptop (a local Ray is started when none is running and `RAY_ADDRESS` is unset) and on
+a cluster (`ray job submit -- python launch.py train ...` joins it through `RAY_ADDRESS`). Bad input (no data
+set, an empty split, a pretrained file of another architecture) fails here, before any worker starts, with one
+line naming the file or value. `build_trainer` is also what each Tune trial runs (see `vidfuse.tuning`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import ray
+import ray.train
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from vidfuse import config as config_lib
+from vidfuse.data.pipeline import clip_dataset, video_table
+from vidfuse.data.prepare import read_meta
+from vidfuse.engine import rundir
+from vidfuse.engine.train_loop import train_loop_per_worker
+from vidfuse.errors import VidfuseError
+from vidfuse.models import count_gflops, count_parameters, load_pretrained, model_from_config
+
+FAULT_ENV = "VIDFUSE_FAULT"  # test-only: "epoch=E,rank=R,marker=PATH" kills worker R once in epoch E
+SUBCLUSTER_LABEL = "ray-subcluster"  # node label of cluster.yaml: "training" (GPU) or "data" (CPU decoding)
+
+
+def ensure_ray(config: config_lib.Config) -> None:
+    """Join the cluster named by RAY_ADDRESS, or start a local Ray with room for the workers plus Ray Data."""
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()
+        return
+    needed = config.run.workers * config.run.cpus_per_worker + 2  # two CPUs stay free for reads and decoding
+    ray.init(num_cpus=max(os.cpu_count() or 1, int(needed + 0.999)))
+
+
+def _check_data(config: config_lib.Config) -> dict[str, Any]:
+    """Read the data set's meta data and the videos of the split; clear errors for what is missing."""
+    path = Path(config.data.path)
+    if not config.data.path:
+        raise VidfuseError("no data set given: pass --data DATA.parquet (made by `launch.py prepare`)")
+    if not path.exists():
+        raise VidfuseError(f"data set not found: {path}")
+    meta = read_meta(path)
+    labels = list(meta["labels"])
+    val_subset = "test" if config.data.val_from_test else "val"
+    train_videos = video_table(path, split=config.data.split, subset="train")
+    val_videos = video_table(path, split=config.data.split, subset=val_subset)
+    if not train_videos:
+        raise VidfuseError(f"{path}: split {config.data.split} has no training videos")
+    if not val_videos:
+        raise VidfuseError(f"{path}: split {config.data.split} has no {val_subset} videos")
+    if config.model.num_classes == 0:
+        config.model.num_classes = len(labels)
+    elif config.model.num_classes != len(labels):
+        raise VidfuseError(
+            f"model.num_classes={config.model.num_classes} but {path} has {len(labels)} classes")
+    num_videos = 1 + max(v["video_index"] for v in train_videos + val_videos)
+    val_video_labels = [-1] * num_videos
+    for video in val_videos:
+        val_video_labels[video["video_index"]] = int(video["label"])
+    return {
+        "labels": labels, "val_subset": val_subset, "num_train_videos": len(train_videos),
+        "val_video_labels": val_video_labels,
+    }
+
+
+def _describe_model(config: config_lib.Config) -> dict[str, Any]:
+    """Build the model once on the driver: fails early on a bad pretrained file, and counts params / GFLOPs."""
+    model = model_from_config(config.model, config.data)
+    if config.model.pretrain_path:
+        if not Path(config.model.pretrain_path).is_file():
+            raise VidfuseError(f"pretrained checkpoint not found: {config.model.pretrain_path}")
+        load_pretrained(model, config.model.pretrain_path)
+    return {
+        "parameters": count_parameters(model),
+        "gflops": count_gflops(model, frames=config.data.sample_duration, size=config.data.sample_size),
+    }
+
+
+def _fault_from_env() -> dict[str, Any] | None:
+    text = os.environ.get(FAULT_ENV)
+    if not text:
+        return None
+    fields = dict(item.split("=", 1) for item in text.split(","))
+    return {"epoch": int(fields["epoch"]), "rank": int(fields.get("rank", 0)), "marker": fields["marker"]}
+
+
+def build_trainer(config: config_lib.Config, *, callbacks: Sequence[Any] = (), resume: bool = False) -> TorchTrainer:
+    """Check the inputs, write `config.yaml` / `meta.json` into the run folder and return the trainer.
+
+    With `resume=False` an existing run folder is an error (nothing is overwritten); with `resume=True` the
+    trainer continues from the run's latest checkpoint when there is one (Train V2 resumes a run by name).
+    """
+    run_dir = rundir.run_dir_of(config)
+    if (run_dir / rundir.CONFIG).exists() and not resume:
+        raise VidfuseError(f"run folder {run_dir} already exists: pass --resume to continue it, or another --name")
+    data = _check_data(config)
+    model_info = _describe_model(config)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_lib.save(config, run_dir / rundir.CONFIG)
+    rundir.write_json(run_dir / rundir.META, {
+        "labels": data["labels"], "data": str(Path(config.data.path).resolve()), "split": config.data.split,
+        "val_subset": data["val_subset"], **model_info,
+    })
+    if config.data.val_from_test:
+        print("warning: validating on the official TEST list (data.val_from_test): choosing epochs or "
+              "hyperparameters on it is selection on the test set, and its accuracy is no longer an honest estimate")
+
+    use_gpu = config.run.gpus_per_worker > 0
+    resources = {"CPU": config.run.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = config.run.gpus_per_worker
+    train_dataset = clip_dataset(
+        config.data.path, split=config.data.split, subset="train", mode="train",
+        sample_duration=config.data.sample_duration, sample_size=config.data.sample_size,
+        sample_stride=config.data.sample_stride, seed=config.run.seed, decode_workers=config.data.decode_workers,
+    )
+    dataset_config = ray.train.DataConfig()
+    scaling = ray.train.ScalingConfig(num_workers=config.run.workers, use_gpu=use_gpu, resources_per_worker=resources)
+    if config.run.use_subclusters:
+        from ray.data import ExecutionOptions
+
+        scaling = ray.train.ScalingConfig(num_workers=config.run.workers, use_gpu=use_gpu,
+                                          resources_per_worker=resources,
+                                          label_selector={SUBCLUSTER_LABEL: "training"})
+        dataset_config = ray.train.DataConfig(
+            execution_options={"train": ExecutionOptions(label_selector={SUBCLUSTER_LABEL: "data"})})
+    loop_config = {
+        "config": config.to_dict(), "run_dir": str(run_dir), "data_path": str(Path(config.data.path).resolve()),
+        "labels": data["labels"], "val_subset": data["val_subset"], "num_train_videos": data["num_train_videos"],
+        "val_video_labels": data["val_video_labels"], "fault": _fault_from_env(),
+    }
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=scaling,
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        datasets={"train": train_dataset},
+        dataset_config=dataset_config,
+        run_config=ray.train.RunConfig(
+            name=config.run.name,
+            storage_path=str(run_dir.parent),
+            callbacks=list(callbacks),
+            checkpoint_config=ray.train.CheckpointConfig(
+                num_to_keep=config.run.keep_checkpoints,
+                checkpoint_score_attribute="val_video_acc",
+                checkpoint_score_order="max",
+            ),
+            failure_config=ray.train.FailureConfig(max_failures=config.run.max_failures),
+        ),
+    )
+
+
+def train(config: config_lib.Config, *, resume: bool = False) -> Path:
+    """Run (or with `resume`, continue) a training run; returns its run folder."""
+    run_dir = rundir.run_dir_of(config)
+    if resume and not (run_dir / rundir.CONFIG).exists():
+        raise VidfuseError(f"nothing to resume: {run_dir} holds no run")
+    ensure_ray(config)
+    trainer = build_trainer(config, resume=resume)
+    try:
+        trainer.fit()
+    except ray.train.TrainingFailedError as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise VidfuseError(f"training run {run_dir} failed: {reason} (continue it with --resume)") from None
+    return run_dir

@@ -1,0 +1,244 @@
+"""The per-worker training function that Ray Train runs on every worker (`train_loop_per_worker`).
+
+Each worker builds the model (and loads `pretrain_path`), freezes `ft_begin_index`, wraps it with
+`ray.train.torch.prepare_model` (DDP), then per epoch trains on its shard of the train stream, scores its share
+of the validation videos, all-reduces the sums, steps the LR schedule and reports once to Ray (a barrier).
+Rank 0 also writes the run folder: `metrics.jsonl`, `last.pt` and `best.pt`, and hands Ray a checkpoint every
+`checkpoint_every` epochs and whenever the val video accuracy improves. A restarted or resumed worker group
+continues from `ray.train.get_checkpoint()`.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+from torch import nn
+
+import vidfuse
+from vidfuse import config as config_lib
+from vidfuse.data.pipeline import clip_dataset
+from vidfuse.data.transforms import to_model_input
+from vidfuse.engine import rundir
+from vidfuse.engine.checkpoint import load_checkpoint, save_checkpoint
+from vidfuse.engine.metrics import accumulate_video_scores
+from vidfuse.engine.optim import build_optimizer, build_scheduler, current_lr, step_scheduler
+from vidfuse.models import load_pretrained, model_from_config
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+@dataclass
+class EpochStats:
+    """Sums over every worker's clips, after all-reduce."""
+
+    loss: float
+    accuracy: float
+    clips: int
+
+
+def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum a CPU tensor over all workers in place (through the GPU when the backend is NCCL)."""
+    if dist.is_available() and dist.is_initialized():
+        on_backend = tensor.cuda() if dist.get_backend() == "nccl" else tensor
+        dist.all_reduce(on_backend, op=dist.ReduceOp.SUM)
+        tensor.copy_(on_backend)
+    return tensor
+
+
+def _autocast(device: torch.device, precision: str):
+    """bf16 / fp16 autocast on GPU; on CPU training stays fp32."""
+    if device.type != "cuda" or precision == "fp32":
+        return nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
+
+
+def _unwrap(model: nn.Module) -> nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _maybe_inject_fault(fault: dict | None, epoch: int, rank: int) -> None:
+    """Test-only fault hook (`VIDFUSE_FAULT=epoch=E,rank=R,marker=PATH`): rank R dies once in epoch E."""
+    if not fault or fault["epoch"] != epoch or fault["rank"] != rank:
+        return
+    marker = Path(fault["marker"])
+    if marker.exists():
+        return
+    marker.write_text(f"worker {rank} killed in epoch {epoch}\n")
+    os._exit(1)
+
+
+def train_one_epoch(model, optimizer, scaler, batches, *, cfg: config_lib.Config, device, epoch: int,
+                    total_batches: int, rank: int) -> EpochStats:
+    model.train()
+    loss_fn = nn.CrossEntropyLoss()
+    sums = torch.zeros(3, dtype=torch.float64)  # loss * clips, correct clips, clips
+    start, report_every = time.perf_counter(), max(1, total_batches // 10)
+    for index, batch in enumerate(batches, start=1):
+        clips = to_model_input(batch["clip"], norm=cfg.data.norm, device=device)  # (N, 3, T, H, W) float
+        labels = batch["label"].to(device)
+        with _autocast(device, cfg.run.precision):
+            logits = model(clips)  # (N, num_classes)
+        loss = loss_fn(logits.float(), labels)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if cfg.optim.grad_clip > 0:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
+        scaler.step(optimizer)
+        scaler.update()
+        n = labels.numel()
+        sums += torch.tensor([loss.item() * n, (logits.argmax(1) == labels).sum().item(), n], dtype=torch.float64)
+        if rank == 0 and (index % report_every == 0 or index == total_batches):
+            rate = sums[2].item() / (time.perf_counter() - start)
+            print(f"epoch {epoch} batch {index}/{total_batches} loss {loss.item():.4f} "
+                  f"{rate:.1f} clips/s (rank 0)", flush=True)
+    _all_reduce_sum(sums)
+    clips = int(sums[2].item())
+    return EpochStats(loss=sums[0].item() / max(1, clips), accuracy=sums[1].item() / max(1, clips), clips=clips)
+
+
+@torch.no_grad()
+def validate(model, batches, *, cfg: config_lib.Config, device, video_labels: torch.Tensor,
+             num_classes: int) -> dict[str, float]:
+    """Val loss, clip accuracy and video accuracy (mean clip softmax per video), summed over all workers.
+
+    `video_labels[v]` is the label of video index v (-1 for videos outside the val subset).
+    """
+    model.eval()
+    video_sums = torch.zeros(len(video_labels), num_classes, dtype=torch.float64)
+    video_counts = torch.zeros(len(video_labels), dtype=torch.float64)
+    sums = torch.zeros(3, dtype=torch.float64)  # loss * clips, correct clips, clips
+    for batch in batches:
+        clips = to_model_input(batch["clip"], norm=cfg.data.norm, device=device)  # (N, 3, T, H, W)
+        labels = batch["label"].to(device)
+        with _autocast(device, cfg.run.precision):
+            logits = model(clips).float()  # (N, num_classes)
+        loss = nn.functional.cross_entropy(logits, labels, reduction="sum")
+        sums += torch.tensor([loss.item(), (logits.argmax(1) == labels).sum().item(), labels.numel()],
+                             dtype=torch.float64)
+        accumulate_video_scores(video_sums, video_counts, batch["video_index"].long().cpu(),
+                                logits.softmax(1).double().cpu())
+    for tensor in (sums, video_sums, video_counts):
+        _all_reduce_sum(tensor)
+    scored = video_counts > 0
+    correct = video_sums[scored].argmax(1) == video_labels[scored]
+    clips = max(1.0, sums[2].item())
+    return {
+        "val_loss": sums[0].item() / clips,
+        "val_clip_acc": sums[1].item() / clips,
+        "val_video_acc": correct.double().mean().item() if scored.any() else 0.0,
+        "val_videos": int(scored.sum().item()),
+    }
+
+
+def _state(model, optimizer, scheduler, scaler, *, epoch: int, cfg: config_lib.Config, labels: list[str],
+           metrics: dict[str, Any], best: float) -> dict[str, Any]:
+    return {
+        "model": _unwrap(model).state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict(),
+        "epoch": epoch,
+        "config": cfg.to_dict(),
+        "labels": labels,
+        "metrics": metrics,
+        "best_val_video_acc": best,
+        "vidfuse_version": vidfuse.__version__,
+    }
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Entry point of every Ray Train worker; `loop_config` comes from `driver.build_trainer`."""
+    cfg = config_lib.from_dict(loop_config["config"])
+    labels: list[str] = loop_config["labels"]
+    run_dir = Path(loop_config["run_dir"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    device = ray.train.torch.get_device()
+
+    torch.manual_seed(cfg.run.seed)
+    model = model_from_config(cfg.model, cfg.data)
+    if cfg.model.pretrain_path:
+        load_pretrained(model, cfg.model.pretrain_path)
+    if cfg.model.sync_bn and world > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = ray.train.torch.prepare_model(model)
+    optimizer = build_optimizer(_unwrap(model), cfg.optim)
+    scheduler = build_scheduler(optimizer, cfg.optim, epochs=cfg.run.epochs)
+    scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and cfg.run.precision == "fp16")
+
+    start_epoch, best = 1, -1.0
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as directory:
+            state = load_checkpoint(Path(directory) / CHECKPOINT_FILE)
+        _unwrap(model).load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        scaler.load_state_dict(state["scaler"])
+        start_epoch, best = state["epoch"] + 1, state["best_val_video_acc"]
+        if rank == 0:
+            print(f"resuming {run_dir.name} at epoch {start_epoch} from checkpoint of epoch {state['epoch']}", flush=True)
+
+    train_shard = ray.train.get_dataset_shard("train")
+    val_dataset = clip_dataset(
+        loop_config["data_path"], split=cfg.data.split, subset=loop_config["val_subset"], mode="val",
+        sample_duration=cfg.data.sample_duration, sample_size=cfg.data.sample_size,
+        sample_stride=cfg.data.sample_stride, n_val_clips=cfg.data.n_val_clips, seed=cfg.run.seed,
+        decode_workers=cfg.data.decode_workers, shard=(rank, world),
+    )
+    video_labels = torch.tensor(loop_config["val_video_labels"], dtype=torch.long)
+    per_worker_batch = max(1, cfg.run.batch_size // world)
+    total_batches = math.ceil(loop_config["num_train_videos"] / (per_worker_batch * world))
+
+    for epoch in range(start_epoch, cfg.run.epochs + 1):
+        _maybe_inject_fault(loop_config.get("fault"), epoch, rank)
+        lr = current_lr(optimizer)
+        started = time.perf_counter()
+        train_batches = train_shard.iter_torch_batches(
+            batch_size=per_worker_batch, local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,
+            local_shuffle_seed=None, prefetch_batches=2,
+        )
+        train_stats = train_one_epoch(model, optimizer, scaler, train_batches, cfg=cfg, device=device, epoch=epoch,
+                                      total_batches=total_batches, rank=rank)
+        train_seconds = time.perf_counter() - started
+        val_batches = val_dataset.iter_torch_batches(batch_size=per_worker_batch, prefetch_batches=2)
+        val = validate(model, val_batches, cfg=cfg, device=device, video_labels=video_labels,
+                       num_classes=cfg.model.num_classes)
+        step_scheduler(scheduler, val["val_loss"])
+        record = {
+            "epoch": epoch, "train_loss": train_stats.loss, "train_acc": train_stats.accuracy,
+            "val_loss": val["val_loss"], "val_clip_acc": val["val_clip_acc"], "val_video_acc": val["val_video_acc"],
+            "lr": lr, "clips_per_s": train_stats.clips / train_seconds,
+            "epoch_seconds": time.perf_counter() - started, "val_videos": val["val_videos"],
+        }
+        improved = val["val_video_acc"] > best
+        best = max(best, val["val_video_acc"])
+        keep = improved or epoch % cfg.run.checkpoint_every == 0 or epoch == cfg.run.epochs
+        with tempfile.TemporaryDirectory() as directory:
+            ray_checkpoint = None
+            if rank == 0:
+                state = _state(model, optimizer, scheduler, scaler, epoch=epoch, cfg=cfg, labels=labels,
+                               metrics=record, best=best)
+                save_checkpoint(run_dir / "last.pt", state)
+                if improved:
+                    save_checkpoint(run_dir / "best.pt", state)
+                rundir.append_metrics(run_dir, record)
+                print("epoch {epoch}: train loss {train_loss:.4f} acc {train_acc:.3f} | val loss {val_loss:.4f} "
+                      "clip acc {val_clip_acc:.3f} video acc {val_video_acc:.3f} | lr {lr:.2e} "
+                      "{clips_per_s:.1f} clips/s".format(**record), flush=True)
+                if keep:
+                    save_checkpoint(Path(directory) / CHECKPOINT_FILE, state)
+                    ray_checkpoint = ray.train.Checkpoint.from_directory(directory)
+            ray.train.report(record, checkpoint=ray_checkpoint)
