@@ -112,6 +112,7 @@ def build_trainer(config: config_lib.Config, *, callbacks: Sequence[Any] = (), r
         print("warning: validating on the official TEST list (data.val_from_test): choosing epochs or "
               "hyperparameters on it is selection on the test set, and its accuracy is no longer an honest estimate")
 
+    ensure_ray(config)  # after the checks: bad input fails without starting Ray
     use_gpu = config.run.gpus_per_worker > 0
     resources = {"CPU": config.run.cpus_per_worker}
     if use_gpu:
@@ -162,7 +163,6 @@ def train(config: config_lib.Config, *, resume: bool = False) -> Path:
     run_dir = rundir.run_dir_of(config)
     if resume and not (run_dir / rundir.CONFIG).exists():
         raise VidfuseError(f"nothing to resume: {run_dir} holds no run")
-    ensure_ray(config)
     trainer = build_trainer(config, resume=resume)
     try:
         trainer.fit()

@@ -1,0 +1,143 @@
+"""Training on Ray Train with tiny models on the tiny synthetic set: learning, resume, a dead worker, bad input.
+
+Each Train run costs ~15-20 s on 2 cores, so the suite runs four: one straight 2-worker run (shared by the
+learning and resume tests), one stopped-then-resumed run, and one with a worker killed mid-run.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+from PIL import Image
+
+from vidfuse import config as config_lib
+from vidfuse.cli import main
+from vidfuse.data.pipeline import eval_clips, video_table
+from vidfuse.data.transforms import to_model_input
+from vidfuse.engine import rundir
+from vidfuse.engine.checkpoint import load_checkpoint
+from vidfuse.engine.driver import FAULT_ENV, train
+from vidfuse.errors import VidfuseError
+from vidfuse.models import build_model, model_from_config
+
+
+def tiny_config(tiny_dataset, storage, name: str, **extra: object) -> config_lib.Config:
+    overrides = {
+        "model.arch": "resnet", "model.depth": 10, "model.shortcut": "A", "model.fusion": "hbp",
+        "model.fusion_dim": 16, "data.path": str(tiny_dataset.parquet), "data.sample_duration": 8,
+        "data.sample_size": 32, "data.n_val_clips": 2, "optim.lr": 0.05, "optim.scheduler": "cosine",
+        "optim.warmup_epochs": 1, "run.epochs": 2, "run.batch_size": 4, "run.workers": 2,
+        "run.storage": str(storage), "run.name": name, "run.max_failures": 0, **extra,
+    }
+    return config_lib.load(None, [f"{k}={v}" for k, v in overrides.items()])
+
+
+@pytest.fixture(scope="module")
+def straight_run(ray_session, tiny_dataset, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("runs")
+    return train(tiny_config(tiny_dataset, storage, "straight"))
+
+
+def _decode(frames: list[bytes]) -> list[np.ndarray]:
+    return [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in frames]
+
+
+def _val_video_accuracy(run_dir, tiny_dataset) -> float:
+    """Recompute the val video accuracy of `last.pt` without Ray: decode, window, score, average per video."""
+    cfg = rundir.read_config(run_dir)
+    state = load_checkpoint(run_dir / "last.pt")
+    model = model_from_config(cfg.model, cfg.data)
+    model.load_state_dict(state["model"])
+    model.eval()
+    val_index = {v["video_index"]: v["label"] for v in video_table(cfg.data.path, split=cfg.data.split, subset="val")}
+    table = pq.read_table(cfg.data.path, columns=["video_index", "frames", "height", "width"]).to_pylist()
+    correct = 0
+    for row in table:
+        if row["video_index"] not in val_index:
+            continue
+        clips, _ = eval_clips(_decode(row["frames"]), sample_duration=cfg.data.sample_duration,
+                              sample_size=cfg.data.sample_size, short_side=min(row["height"], row["width"]),
+                              sample_stride=cfg.data.sample_stride, n_clips=cfg.data.n_val_clips)
+        with torch.no_grad():
+            probs = model(to_model_input(torch.from_numpy(clips), norm=cfg.data.norm)).softmax(1)  # (n, classes)
+        correct += int(probs.mean(0).argmax().item() == val_index[row["video_index"]])
+    return correct / len(val_index)
+
+
+def test_two_workers_learn_and_log_every_metric(straight_run, tiny_dataset):
+    records = rundir.read_metrics(straight_run)
+    assert [r["epoch"] for r in records] == [1, 2]
+    for record in records:
+        assert set(rundir.METRIC_KEYS) <= set(record)
+        assert 0 <= record["val_video_acc"] <= 1 and record["clips_per_s"] > 0
+    assert records[1]["train_loss"] < records[0]["train_loss"]
+    # cosine with one warm-up epoch over 2 epochs: lr/2, then the full lr
+    assert [r["lr"] for r in records] == pytest.approx([0.025, 0.05])
+    assert records[-1]["val_video_acc"] == pytest.approx(_val_video_accuracy(straight_run, tiny_dataset), abs=1e-9)
+    assert records[-1]["val_videos"] == len(video_table(tiny_dataset.parquet, split=1, subset="val"))
+
+
+def test_checkpoints_hold_the_whole_state_and_load_weights_only(straight_run):
+    last = torch.load(straight_run / "last.pt", weights_only=True)
+    assert {"model", "optimizer", "scheduler", "scaler", "epoch", "config", "labels", "vidfuse_version"} <= set(last)
+    assert last["epoch"] == 2 and last["config"]["run"]["name"] == "straight"
+    best = load_checkpoint(straight_run / "best.pt")
+    best_epoch = max(rundir.read_metrics(straight_run), key=lambda r: r["val_video_acc"])["epoch"]
+    assert best["epoch"] == best_epoch
+    assert rundir.read_config(straight_run).model.num_classes == len(last["labels"])
+    meta = json.loads((straight_run / rundir.META).read_text())
+    model = build_model(arch="resnet", depth=10, shortcut="A", num_classes=len(last["labels"]), fusion="hbp",
+                        fusion_dim=16)
+    assert meta["parameters"] == sum(p.numel() for p in model.parameters())
+
+
+def test_stopped_run_resumes_with_the_same_epochs_and_lrs(straight_run, tiny_dataset, tmp_path, monkeypatch):
+    cfg = tiny_config(tiny_dataset, tmp_path, "stopped")
+    monkeypatch.setenv(FAULT_ENV, f"epoch=2,rank=0,marker={tmp_path / 'killed'}")
+    with pytest.raises(VidfuseError, match="failed"):
+        train(cfg)
+    assert [r["epoch"] for r in rundir.read_metrics(tmp_path / "stopped")] == [1]
+    run_dir = train(rundir.read_config(tmp_path / "stopped"), resume=True)
+    resumed, straight = rundir.read_metrics(run_dir), rundir.read_metrics(straight_run)
+    assert [r["epoch"] for r in resumed] == [r["epoch"] for r in straight] == [1, 2]
+    assert [r["lr"] for r in resumed] == [r["lr"] for r in straight]
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 2
+
+
+def test_dead_worker_is_restarted_from_the_last_checkpoint(ray_session, tiny_dataset, tmp_path, monkeypatch):
+    marker = tmp_path / "killed"
+    monkeypatch.setenv(FAULT_ENV, f"epoch=2,rank=1,marker={marker}")
+    run_dir = train(tiny_config(tiny_dataset, tmp_path, "faulty", **{"run.max_failures": 1}))
+    assert marker.exists()  # the worker really died
+    lines = [json.loads(line) for line in (run_dir / rundir.METRICS).read_text().splitlines()]
+    assert [r["epoch"] for r in lines] == [1, 2]  # epoch 1 was restored from its checkpoint, not trained again
+
+
+def test_existing_run_is_not_overwritten(straight_run, tiny_dataset, capsys):
+    code = main(["train", "--data", str(tiny_dataset.parquet), "--storage", str(straight_run.parent),
+                 "--name", straight_run.name])
+    assert code == 2 and "--resume" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--data", "/nonexistent/data.parquet"], "/nonexistent/data.parquet"),
+    (["--split", "4"], "data.split=4"),
+    (["--set", "model.shortcut=B", "--set", "model.pretrain_path={ckpt}"], "{ckpt}"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, fragment, tiny_dataset, tmp_path, capsys):
+    source = build_model(arch="resnet", depth=10, shortcut="A", num_classes=400)
+    ckpt = tmp_path / "resnet-10-kinetics.pth"
+    torch.save({"epoch": 200, "arch": "resnet-10", "optimizer": {},
+                "state_dict": {f"module.{k}": v for k, v in source.backbone.state_dict().items()}}, ckpt)
+    args = [a.format(ckpt=ckpt) for a in args]
+    base = ["train", "--data", str(tiny_dataset.parquet), "--storage", str(tmp_path), "--name", "bad",
+            "--set", "model.depth=10", "--set", "data.sample_size=32", "--set", "data.sample_duration=8"]
+    assert main(base + args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and fragment.format(ckpt=ckpt) in err[0]
+    assert not (tmp_path / "bad" / rundir.CONFIG).exists()
