@@ -5,7 +5,15 @@ from __future__ import annotations
 import copy
 import importlib.metadata
 import json
+import os
 import re
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import jsonschema
@@ -74,3 +82,95 @@ def test_setup_pins_the_tested_versions(cluster):
     assert cluster["docker"]["head_image"] == f"rayproject/ray:{ray.__version__}-py311"
     assert cluster["file_mounts"]["~/vidfuse"] == "."
     assert "pip install --quiet --no-deps -e ~/vidfuse" in cluster["setup_commands"]
+
+
+# --- `ray job submit` against a head started here ------------------------------------------------------------
+#
+# The head is this test's own: its own ports (all picked free, none of Ray's defaults), its own short temp dir
+# (where `ray start` also records its address, so no other process's `ray.init()` joins it), and its own token.
+# The session's `ray_session` Ray, if started, is untouched. It is stopped by signalling the `ray start --block`
+# process it launched, which shuts down its own Ray processes: `ray stop` would kill every Ray process on the
+# machine, including other test sessions' clusters.
+
+RAY_BIN = Path(sys.executable).parent / "ray"
+
+
+def _free_ports(count: int) -> list[int]:
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def _ray(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+    return subprocess.run([str(RAY_BIN), *args], env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def local_head(tmp_path):
+    """A head on loopback with token authentication; yields (dashboard address, env for CLI calls)."""
+    temp_dir = Path(tempfile.mkdtemp(prefix="vf-ray-", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
+    token = tmp_path / "auth_token"
+    token.write_text(secrets.token_hex(32))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    env.update(RAY_AUTH_MODE="token", RAY_AUTH_TOKEN_PATH=str(token),
+               PATH=f"{RAY_BIN.parent}{os.pathsep}{env.get('PATH', '')}")  # the job's `python` is this venv's
+    gcs, dashboard, client, agent, agent_grpc, runtime_env, metrics = _free_ports(7)
+    log = (tmp_path / "head.log").open("w")
+    head = subprocess.Popen(
+        [str(RAY_BIN), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
+         "--dashboard-host=127.0.0.1", f"--dashboard-port={dashboard}", f"--ray-client-server-port={client}",
+         f"--dashboard-agent-listen-port={agent}", f"--dashboard-agent-grpc-port={agent_grpc}",
+         f"--runtime-env-agent-port={runtime_env}", f"--metrics-export-port={metrics}", "--num-cpus=3",
+         f"--temp-dir={temp_dir}", "--disable-usage-stats"],
+        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    address = f"http://127.0.0.1:{dashboard}"
+    try:
+        deadline = time.monotonic() + 90
+        while _ray(env, "job", "list", "--address", address).returncode != 0:
+            assert head.poll() is None and time.monotonic() < deadline, (tmp_path / "head.log").read_text()[-3000:]
+            time.sleep(2)
+        yield address, env
+    finally:
+        head.terminate()  # SIGTERM: `ray start --block` shuts down the processes it started
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            head.kill()
+            head.wait()
+        log.close()
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def test_ray_job_submit_trains_a_run(local_head, tiny_dataset, tmp_path):
+    address, env = local_head
+    wrong = tmp_path / "wrong_token"
+    wrong.write_text(secrets.token_hex(32))
+    denied = _ray({**env, "RAY_AUTH_TOKEN_PATH": str(wrong)}, "job", "list", "--address", address)
+    assert denied.returncode != 0  # token authentication is on: another token is refused
+
+    storage = tmp_path / "runs"
+    job_id = f"vidfuse-test-{secrets.token_hex(4)}"
+    submit = _ray(env, "job", "submit", "--address", address, "--submission-id", job_id, "--working-dir", str(REPO),
+                  "--", "python", "launch.py", "train", "--data", str(tiny_dataset.parquet), "--split", "1",
+                  "--name", "jobrun", "--storage", str(storage), "--workers", "1", "--epochs", "1",
+                  "--set", "model.depth=10", "--set", "model.fusion=gap", "--set", "data.sample_duration=8",
+                  "--set", "data.sample_size=32", "--set", "data.n_val_clips=1", "--set", "run.batch_size=4",
+                  timeout=300)
+    status = _ray(env, "job", "status", "--address", address, job_id)
+    assert "SUCCEEDED" in status.stdout + status.stderr, submit.stdout[-4000:] + submit.stderr[-4000:]
+
+    run_dir = storage / "jobrun"
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1]
+    assert 0.0 <= records[0]["val_video_acc"] <= 1.0
+    trained = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert (trained["model"]["depth"], trained["run"]["workers"], trained["run"]["epochs"]) == (10, 1, 1)
+    assert trained["data"]["path"] == str(tiny_dataset.parquet)
+    assert (run_dir / "best.pt").is_file() and (run_dir / "last.pt").is_file()
+    assert f"run folder: {run_dir}" in submit.stdout  # the job's own output came back through `ray job submit`

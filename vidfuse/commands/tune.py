@@ -1,0 +1,67 @@
+"""`launch.py tune`: a Ray Tune search over a space in `tune/*.yaml`; each trial is one Ray Train run.
+
+Writes the experiment folder STORAGE/NAME with one run folder per trial (`trials/<trial_id>/`), the trial table
+(`trials.md`, `trials.csv`, the same columns as `report` plus the trial's status) and `best.yaml`, the winning
+trial's config: `launch.py train --config STORAGE/NAME/best.yaml --data ... --split ... --name ...` trains it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from vidfuse import config as config_lib
+from vidfuse.errors import VidfuseError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--space", required=True, help="search space YAML (e.g. tune/ucf101_fusion.yaml)")
+    parser.add_argument("--data", required=True, help="prepared data set (DATA.parquet from `launch.py prepare`)")
+    parser.add_argument("--samples", type=int, default=1,
+                        help="draws of the space; each `grid` entry multiplies them (default 1)")
+    parser.add_argument("--split", type=int, default=1, help="official split: 1, 2 or 3 (default 1)")
+    parser.add_argument("--config", help="preset YAML the trials start from, before the space's own config")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key of every trial (not a searched one), repeatable")
+    parser.add_argument("--name", help="experiment name: the folder STORAGE/NAME (default: the space file's name)")
+    parser.add_argument("--storage", default="runs",
+                        help="where the experiment folder goes: a local folder (default runs/) or a shared NFS path")
+    parser.add_argument("--resume", action="store_true", help="continue the interrupted search STORAGE/NAME")
+
+
+def _base_config(args: argparse.Namespace) -> config_lib.Config:
+    """Defaults, then `--config`, then the data set and split. Paths are made absolute: trials run elsewhere."""
+    data = Path(args.data)
+    if not data.exists():
+        raise VidfuseError(f"data set not found: {data}")
+    base = config_lib.load(args.config)
+    config_lib.set_value(base, "data.path", str(data.resolve()))
+    config_lib.set_value(base, "data.split", args.split)
+    config_lib.set_value(base, "run.storage", str(Path(args.storage).resolve()))
+    return base
+
+
+def run(args: argparse.Namespace) -> int:
+    from vidfuse.tuning import results, search
+    from vidfuse.tuning.space import load_space
+
+    space = load_space(args.space, base=_base_config(args), overrides=args.overrides)
+    if space.base.model.pretrain_path:
+        pretrained = Path(space.base.model.pretrain_path)
+        if not pretrained.is_file():
+            raise VidfuseError(f"pretrained checkpoint not found: {pretrained} (model.pretrain_path)")
+        space.base.model.pretrain_path = str(pretrained.resolve())
+    experiment = Path(space.base.run.storage) / (args.name or Path(args.space).stem)
+
+    search.ensure_ray(space)
+    grid = search.run_search(space, experiment, samples=args.samples, resume=args.resume)
+    if not search.finished(grid):
+        print(f"vidfuse: search interrupted; continue it with the same command and --resume ({experiment})",
+              file=sys.stderr)
+        return 130
+    outputs = results.write_outputs(grid, experiment, max_t=space.asha.max_t, storage=space.base.run.storage)
+    print(results.format_rows(outputs.rows), end="")
+    print(f"trials: {outputs.table_md}, {outputs.table_csv}")
+    print(f"best config: {outputs.best_yaml}  (train it: python launch.py train --config {outputs.best_yaml})")
+    return 0

@@ -1,0 +1,68 @@
+"""What a finished search leaves behind: the trial table (the `report` table plus each trial's status) and
+`best.yaml`, the winning trial's config, which `launch.py train --config best.yaml` trains as is."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ray.tune.result_grid import ResultGrid
+
+from vidfuse import config as config_lib
+from vidfuse.engine import rundir
+from vidfuse.errors import VidfuseError
+from vidfuse.report.tables import RESULT_COLUMNS, Column, markdown_table, results_table, write_tables
+from vidfuse.tuning.search import trials_dir
+
+TRIAL_COLUMNS = (RESULT_COLUMNS[0], Column("status", "status"), *RESULT_COLUMNS[1:])
+BEST = "best.yaml"
+FINISHED, STOPPED, ERROR = "finished", "stopped by ASHA", "error"
+
+
+@dataclass(frozen=True)
+class SearchOutputs:
+    table_md: Path
+    table_csv: Path
+    best_yaml: Path
+    rows: list[dict[str, Any]]  # the table rows, best first
+
+
+def trial_rows(grid: ResultGrid, experiment: Path, max_t: int) -> list[dict[str, Any]]:
+    """One row per trial, sorted like `report` (best val video accuracy first), failed trials last."""
+    errors = {Path(result.path).name: result.error for result in grid}  # Tune's trial folder is named by the id
+    run_dirs = sorted(path.parent for path in trials_dir(experiment).glob(f"*/{rundir.CONFIG}"))
+    rows = results_table(run_dirs) if run_dirs else []
+    for row in rows:
+        row["status"] = ERROR if errors.get(row["run"]) else FINISHED if row["epochs"] >= max_t else STOPPED
+    rows += [{"run": trial_id, "status": ERROR} for trial_id, error in sorted(errors.items())
+             if error and trial_id not in {row["run"] for row in rows}]  # failed before its run folder existed
+    return rows
+
+
+def best_config(rows: list[dict[str, Any]], storage: str, name: str) -> config_lib.Config:
+    """The config of the trial with the highest val video accuracy, as a new run `<storage>/<name>`."""
+    scored = [row for row in rows if row.get("val_video_acc") is not None]
+    if not scored:
+        raise VidfuseError("no trial finished an epoch: no best config (see the trials' errors above)")
+    best = max(scored, key=lambda row: row["val_video_acc"])
+    config = rundir.read_config(best["path"])
+    config.run.storage, config.run.name = storage, name
+    return config
+
+
+def write_outputs(grid: ResultGrid, experiment: str | os.PathLike, *, max_t: int, storage: str) -> SearchOutputs:
+    """Write `trials.md`, `trials.csv` and `best.yaml` into the experiment folder."""
+    experiment = Path(experiment)
+    rows = trial_rows(grid, experiment, max_t)
+    csv_path, md_path = write_tables(rows, experiment, stem="trials", columns=TRIAL_COLUMNS)
+    config = best_config(rows, storage=storage, name=f"{experiment.name}-best")
+    best_path = experiment / BEST
+    config_lib.save(config, best_path)  # atomic: temporary name, then rename
+    return SearchOutputs(table_md=md_path, table_csv=csv_path, best_yaml=best_path, rows=rows)
+
+
+def format_rows(rows: list[dict[str, Any]]) -> str:
+    """The trial table as markdown, for the terminal."""
+    return markdown_table(rows, TRIAL_COLUMNS)

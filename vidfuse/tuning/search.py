@@ -1,0 +1,119 @@
+"""Run a Ray Tune search: one Ray Train run per trial, ASHA on val video accuracy, resumable after an interruption.
+
+Ray Train V2 cannot be wrapped by `Tuner(TorchTrainer(...))`; each trial is a small function that builds its own
+`TorchTrainer` (with `TuneReportCallback`, so every epoch's report reaches Tune and ASHA) and calls `fit()`.
+
+Experiment folder `<storage>/<name>/`:
+
+    trials/<trial_id>/   one vidfuse run folder per trial (config.yaml, metrics.jsonl, best.pt, ...)
+    <trial_id>/          Tune's own record of the trial (params.json, result.json)
+    trials.md trials.csv best.yaml      written by `results` when the search ends
+
+Trial ids are kept by `Tuner.restore`, and a trial's run folder is named by its id, so a trial that was running
+when the search stopped resumes its Train run from the last checkpoint instead of starting again.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune.experiment import Trial
+from ray.tune.result_grid import ResultGrid
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search.basic_variant import BasicVariantGenerator
+
+from vidfuse.errors import VidfuseError
+from vidfuse.tuning.space import METRIC, TIME_ATTR, SearchSpace
+
+TRIALS = "trials"  # sub-folder of the experiment that holds the trials' run folders
+TRIAL_DRIVER_CPU = 0.25  # the trial function only drives its TorchTrainer; its workers reserve their own CPUs
+
+
+def trials_dir(experiment: Path) -> Path:
+    return experiment / TRIALS
+
+
+def _trial_id(trial: Trial) -> str:
+    return trial.trial_id
+
+
+def run_trial(params: dict[str, Any], *, space: SearchSpace, trials_root: str) -> None:
+    """One trial: the space's config with the sampled `params`, trained as the run `<trials_root>/<trial_id>`."""
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    from vidfuse.engine.driver import build_trainer  # torch and the models load in the trial's process only
+
+    config = space.trial_config(params)
+    config.run.storage = trials_root
+    config.run.name = tune.get_context().get_trial_id()
+    # resume=True: a restarted trial continues its own run folder (a new trial has none yet and starts fresh).
+    build_trainer(config, callbacks=[TuneReportCallback()], resume=True).fit()
+
+
+def _trainable(space: SearchSpace, experiment: Path):
+    trainable = tune.with_parameters(run_trial, space=space, trials_root=str(trials_dir(experiment)))
+    return tune.with_resources(trainable, {"CPU": TRIAL_DRIVER_CPU})
+
+
+def ensure_ray(space: SearchSpace) -> None:
+    """Join the cluster named by RAY_ADDRESS, or start a local Ray sized for the concurrent trials plus Ray Data
+    (the same two spare CPUs for reads and decoding that a single `train` run keeps)."""
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()
+        return
+    run = space.base.run
+    per_trial = run.workers * run.cpus_per_worker + TRIAL_DRIVER_CPU
+    ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(space.max_concurrent_trials * per_trial + 2)))
+
+
+def run_search(space: SearchSpace, experiment: str | os.PathLike, *, samples: int = 1,
+               resume: bool = False) -> ResultGrid:
+    """Run (or with `resume`, continue) the search whose experiment folder is `experiment` (absolute path).
+
+    `samples` draws of the space (times every `grid` combination) are trained; on `resume` the restored search
+    keeps its own trials and `samples` is not used. Ray must be initialised (see `ensure_ray`)."""
+    experiment = Path(experiment)
+    trainable = _trainable(space, experiment)
+    if resume:
+        if not tune.Tuner.can_restore(experiment):
+            raise VidfuseError(f"nothing to resume: {experiment} holds no Tune search")
+        # Errored trials run again too: their Train runs continue from their last checkpoints.
+        return tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True).fit()
+    if experiment.exists():
+        raise VidfuseError(f"search folder {experiment} already exists: pass --resume to continue it, or another --name")
+    if samples < 1:
+        raise VidfuseError(f"--samples={samples} must be at least 1")
+    asha = space.asha
+    tuner = tune.Tuner(
+        trainable,
+        param_space=space.param_space(),
+        tune_config=tune.TuneConfig(
+            metric=METRIC,
+            mode="max",
+            scheduler=ASHAScheduler(time_attr=TIME_ATTR, max_t=asha.max_t, grace_period=asha.grace_period,
+                                    reduction_factor=asha.reduction_factor),
+            search_alg=BasicVariantGenerator(random_state=space.base.run.seed),  # the same draws for the same seed
+            num_samples=samples,
+            max_concurrent_trials=space.max_concurrent_trials,
+            trial_name_creator=_trial_id,
+            trial_dirname_creator=_trial_id,
+        ),
+        run_config=tune.RunConfig(
+            name=experiment.name,
+            storage_path=str(experiment.parent),
+            failure_config=tune.FailureConfig(max_failures=space.base.run.max_failures),
+        ),
+    )
+    return tuner.fit()
+
+
+def finished(grid: ResultGrid) -> bool:
+    """Whether every trial ended (completed, stopped by ASHA, or failed) rather than being cut off by an interrupt."""
+    return grid.num_terminated + grid.num_errors == len(grid)
