@@ -18,8 +18,6 @@ from vidfuse.errors import VidfuseError
 from vidfuse.models.fusion import FusionHead, build_head
 from vidfuse.models.resnet3d import STAGES, ResNet3d, build_backbone
 
-FT_BEGIN_INDICES = range(0, len(STAGES) + 1)
-
 
 class Recognizer(nn.Module):
     """Clips (N, 3, T, H, W) -> logits (N, num_classes); `sample_duration` x `sample_size` is the clip it was built
@@ -30,8 +28,8 @@ class Recognizer(nn.Module):
         sample_duration: int = 16,
     ) -> None:
         super().__init__()
-        if ft_begin_index not in FT_BEGIN_INDICES:
-            raise VidfuseError(f"ft_begin_index={ft_begin_index} must be between 0 and {len(STAGES)}")
+        if not 0 <= ft_begin_index <= len(backbone.blocks()):
+            raise VidfuseError(f"ft_begin_index={ft_begin_index} must be between 0 and {len(backbone.blocks())}")
         self.backbone = backbone
         self.head = head
         self.ft_begin_index = ft_begin_index
