@@ -14,6 +14,7 @@ from typing import Any, Sequence
 
 import ray
 import ray.train
+import torch
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from vidfuse import config as config_lib
@@ -71,12 +72,13 @@ def _check_data(config: config_lib.Config) -> dict[str, Any]:
 
 
 def _describe_model(config: config_lib.Config) -> dict[str, Any]:
-    """Build the model once on the driver: fails early on a bad pretrained file, and counts params / GFLOPs."""
-    model = model_from_config(config.model, config.data)
+    """Parameters and GFLOPs per clip (on the meta device: no compute); a bad pretrained file fails here."""
     if config.model.pretrain_path:
         if not Path(config.model.pretrain_path).is_file():
             raise VidfuseError(f"pretrained checkpoint not found: {config.model.pretrain_path}")
-        load_pretrained(model, config.model.pretrain_path)
+        load_pretrained(model_from_config(config.model, config.data), config.model.pretrain_path)
+    with torch.device("meta"):
+        model = model_from_config(config.model, config.data)
     return {
         "parameters": count_parameters(model),
         "gflops": count_gflops(model, frames=config.data.sample_duration, size=config.data.sample_size),
