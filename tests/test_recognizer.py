@@ -100,3 +100,14 @@ def test_gflops_equal_the_sum_over_convolutions_and_linear_layers():
 def test_bad_choices_are_one_clear_error(kwargs, message):
     with pytest.raises(VidfuseError, match=message):
         build_model(**{"depth": 10, "shortcut": "A", **kwargs})
+
+
+def test_models_command_prints_parameters_and_gflops(capsys):
+    from vidfuse.cli import main
+
+    assert main(["models", "--depth", "10", "--fusion", "gap", "hbp", "--frames", "8", "--size", "32"]) == 0
+    rows = [line.split() for line in capsys.readouterr().out.splitlines()[1:-1]]
+    gflops = count_gflops(build_model(depth=10, shortcut="A", fusion="hbp"), frames=8, size=32)
+    assert rows == [["resnet-10", "A", "gap", "14.43", rows[0][4]], ["resnet-10", "A", "hbp", "15.43", f"{gflops:.1f}"]]
+    assert main(["models", "--arch", "resnext", "--depth", "18"]) == 2
+    assert "valid: resnet-10" in capsys.readouterr().err

@@ -196,6 +196,11 @@ def build_backbone(*, arch: str = "resnet", depth: int = 18, shortcut: str = "B"
     return ResNet3d(architecture(arch, depth, cardinality), shortcut)
 
 
+def published_shortcut(arch: str, depth: int) -> str:
+    """The shortcut of the published Kinetics checkpoints: A for ResNet-10/18/34, B for the bottleneck nets."""
+    return "A" if arch == "resnet" and depth < 50 else "B"
+
+
 def backbone_names() -> list[str]:
     """Every backbone as `arch-depth`, e.g. `resnet-18`, `resnext-101`."""
     return [f"{arch}-{depth}" for arch, depths in DEPTHS.items() for depth in depths]
