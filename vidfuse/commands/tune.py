@@ -54,7 +54,6 @@ def run(args: argparse.Namespace) -> int:
         space.base.model.pretrain_path = str(pretrained.resolve())
     experiment = Path(space.base.run.storage) / (args.name or Path(args.space).stem)
 
-    search.ensure_ray(space)
     grid = search.run_search(space, experiment, samples=args.samples, resume=args.resume)
     if not search.finished(grid):
         print(f"vidfuse: search interrupted; continue it with the same command and --resume ({experiment})",

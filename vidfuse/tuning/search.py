@@ -78,18 +78,19 @@ def run_search(space: SearchSpace, experiment: str | os.PathLike, *, samples: in
     """Run (or with `resume`, continue) the search whose experiment folder is `experiment` (absolute path).
 
     `samples` draws of the space (times every `grid` combination) are trained; on `resume` the restored search
-    keeps its own trials and `samples` is not used. Ray must be initialised (see `ensure_ray`)."""
+    keeps its own trials and `samples` is not used. Starts or joins Ray when it is not initialised."""
     experiment = Path(experiment)
-    trainable = _trainable(space, experiment)
-    if resume:
-        if not tune.Tuner.can_restore(experiment):
-            raise VidfuseError(f"nothing to resume: {experiment} holds no Tune search")
-        # Errored trials run again too: their Train runs continue from their last checkpoints.
-        return tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True).fit()
-    if experiment.exists():
+    if resume and not tune.Tuner.can_restore(experiment):
+        raise VidfuseError(f"nothing to resume: {experiment} holds no Tune search")
+    if not resume and experiment.exists():
         raise VidfuseError(f"search folder {experiment} already exists: pass --resume to continue it, or another --name")
     if samples < 1:
         raise VidfuseError(f"--samples={samples} must be at least 1")
+    ensure_ray(space)
+    trainable = _trainable(space, experiment)
+    if resume:
+        # Errored trials run again too: their Train runs continue from their last checkpoints.
+        return tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True).fit()
     asha = space.asha
     tuner = tune.Tuner(
         trainable,

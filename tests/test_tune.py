@@ -1,0 +1,176 @@
+"""`launch.py tune` on CPU with tiny trials: every trial runs, ASHA stops some, the table and best.yaml are right,
+and a search interrupted after its first trial resumes and finishes.
+
+Each trial is a Ray Train run (~15-20 s on 2 cores), so the module runs two searches: the smoke space (4 trials)
+and a 2-trial search that is interrupted once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from vidfuse import config as config_lib
+from vidfuse.cli import main
+from vidfuse.commands import train as train_command
+from vidfuse.engine import rundir
+from vidfuse.tuning.space import load_space
+
+REPO = Path(__file__).resolve().parents[1]
+SMOKE = REPO / "tune" / "smoke.yaml"
+
+
+def _trial_runs(experiment: Path) -> dict[str, list[dict]]:
+    """Trial id -> its epoch records, read straight from the run folders."""
+    return {path.name: rundir.read_metrics(path) for path in sorted((experiment / "trials").iterdir())}
+
+
+@pytest.fixture(scope="module")
+def smoke_search(ray_session, tiny_dataset, tmp_path_factory):
+    storage = tmp_path_factory.mktemp("tune")
+    code = main(["tune", "--space", str(SMOKE), "--data", str(tiny_dataset.parquet), "--samples", "2",
+                 "--storage", str(storage), "--name", "smoke"])
+    return code, storage / "smoke"
+
+
+def test_every_trial_runs_and_asha_stops_some_early(smoke_search):
+    code, experiment = smoke_search
+    assert code == 0
+    runs = _trial_runs(experiment)
+    assert len(runs) == 4  # --samples 2 x a 2-value grid
+    epochs = sorted(len(records) for records in runs.values())
+    max_t = load_space(SMOKE).asha.max_t
+    assert epochs[0] < max_t, epochs  # ASHA stopped at least one trial
+    assert epochs[-1] == max_t, epochs  # and let the best run to the end
+    for records in runs.values():
+        assert [r["epoch"] for r in records] == list(range(1, len(records) + 1))
+    # Each trial trained the values Tune chose for it (Tune's params.json beside our run folder).
+    lrs = []
+    for trial_id in runs:
+        params = json.loads((experiment / trial_id / "params.json").read_text())
+        trained = rundir.read_config(experiment / "trials" / trial_id)
+        assert (trained.optim.lr, trained.model.fusion) == (params["optim.lr"], params["model.fusion"])
+        assert trained.run.epochs == max_t and trained.model.depth == 10
+        lrs.append(trained.optim.lr)
+    assert sorted(lrs) == [0.00001, 0.00001, 0.05, 0.05]
+
+
+def test_table_lists_every_trial_best_first(smoke_search):
+    _, experiment = smoke_search
+    runs = _trial_runs(experiment)
+    with (experiment / "trials.csv").open() as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(row["run"] for row in rows) == sorted(runs)
+    max_t = load_space(SMOKE).asha.max_t
+    for row in rows:
+        records = runs[row["run"]]
+        best = max(r["val_video_acc"] for r in records)
+        assert float(row["val video acc %"]) == pytest.approx(100 * best, abs=0.006)
+        assert int(row["epochs"]) == len(records)
+        assert row["status"] == ("finished" if len(records) == max_t else "stopped by ASHA")
+    accuracies = [float(row["val video acc %"]) for row in rows]
+    assert accuracies == sorted(accuracies, reverse=True)
+    markdown = (experiment / "trials.md").read_text().splitlines()
+    assert markdown[0].startswith("| run | status |") and len(markdown) == 2 + len(rows)
+
+
+def test_best_yaml_is_the_best_trial_and_loads_into_train(smoke_search):
+    _, experiment = smoke_search
+    runs = _trial_runs(experiment)
+    best_id = max(runs, key=lambda trial_id: max(r["val_video_acc"] for r in runs[trial_id]))
+    best = config_lib.load(experiment / "best.yaml")
+    trial = rundir.read_config(experiment / "trials" / best_id)
+    assert best.run.name == "smoke-best" and best.run.storage == str(experiment.parent)
+    trial.run.name, trial.run.storage = best.run.name, best.run.storage
+    assert best == trial  # the winner's config, as a new run beside the experiment
+    parser = argparse.ArgumentParser()
+    train_command.add_arguments(parser)  # `train --config best.yaml` needs no other argument
+    args = parser.parse_args(["--config", str(experiment / "best.yaml")])
+    assert config_lib.load(args.config) == best
+
+
+RESUME_SPACE = """
+config:
+  model: {depth: 10, fusion_dim: 16}
+  data: {sample_duration: 8, sample_size: 32, n_val_clips: 1, shuffle_buffer: 8}
+  optim: {lr: 0.05, scheduler: constant}
+  run: {batch_size: 8, workers: 1, cpus_per_worker: 1}
+search:
+  model.fusion: {grid: [gap, hbp]}
+asha: {grace_period: 2, max_t: 2}
+max_concurrent_trials: 1
+"""
+
+
+def _interrupt_when_a_trial_finishes(trials: Path, epochs: int, done: threading.Event) -> threading.Thread:
+    """Send this process one SIGINT (a Ctrl-C) once some trial has `epochs` records; Tune then saves and stops."""
+
+    def watch() -> None:
+        while not done.is_set():
+            try:
+                finished = any(len(rundir.read_metrics(p)) >= epochs for p in trials.glob("*") if p.is_dir())
+            except json.JSONDecodeError:  # a record being written; look again
+                finished = False
+            if finished:
+                os.kill(os.getpid(), signal.SIGINT)
+                return
+            time.sleep(0.5)
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_interrupted_search_resumes_and_finishes(ray_session, tiny_dataset, tmp_path, capsys):
+    space_file = tmp_path / "resume.yaml"
+    space_file.write_text(RESUME_SPACE)
+    argv = ["tune", "--space", str(space_file), "--data", str(tiny_dataset.parquet), "--storage", str(tmp_path),
+            "--name", "resumable"]
+    experiment = tmp_path / "resumable"
+    done = threading.Event()
+    watcher = _interrupt_when_a_trial_finishes(experiment / "trials", epochs=2, done=done)
+    try:
+        code = main(argv)
+    finally:
+        done.set()
+        watcher.join()
+    assert code == 130 and "--resume" in capsys.readouterr().err
+    first = {trial_id: records for trial_id, records in _trial_runs(experiment).items() if len(records) == 2}
+    assert len(first) == 1  # one trial had finished; the other had not
+    (first_id,) = first
+    first_metrics = (experiment / "trials" / first_id / rundir.METRICS).read_bytes()
+    assert not (experiment / "trials.csv").exists()
+
+    assert main(argv + ["--resume"]) == 0
+    runs = _trial_runs(experiment)
+    assert len(runs) == 2 and all([r["epoch"] for r in records] == [1, 2] for records in runs.values())
+    assert (experiment / "trials" / first_id / rundir.METRICS).read_bytes() == first_metrics  # not trained again
+    grid_ids = {p.name for p in experiment.iterdir() if (p / "params.json").is_file()}
+    assert grid_ids == set(runs)
+    with (experiment / "trials.csv").open() as f:
+        assert sorted(row["run"] for row in csv.DictReader(f)) == sorted(runs)
+    assert config_lib.load(experiment / "best.yaml").run.name == "resumable-best"
+
+
+def test_resume_without_a_search_and_an_existing_search_are_clear_errors(tmp_path, capsys):
+    data = tmp_path / "data.parquet"
+    data.touch()  # only checked for existence before these errors
+    argv = ["tune", "--space", str(SMOKE), "--data", str(data), "--storage", str(tmp_path)]
+    assert main(argv + ["--resume"]) == 2
+    assert f"nothing to resume: {tmp_path / 'smoke'} holds no Tune search" in capsys.readouterr().err
+    (tmp_path / "smoke").mkdir()
+    assert main(argv) == 2
+    assert "already exists: pass --resume" in capsys.readouterr().err
+
+
+def test_missing_data_set_is_one_line(tmp_path, capsys):
+    code = main(["tune", "--space", str(SMOKE), "--data", str(tmp_path / "none.parquet"), "--storage", str(tmp_path)])
+    assert code == 2 and capsys.readouterr().err.strip() == f"vidfuse: error: data set not found: {tmp_path / 'none.parquet'}"
