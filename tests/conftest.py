@@ -26,3 +26,15 @@ def ray_session(tmp_path_factory):
     ray.init(num_cpus=4, include_dashboard=True, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture
+def torch_one_thread():
+    """One intra-op thread for tiny CPU models: on the shared 2-core box, two OpenMP threads mostly spin-wait
+    for each other (a resnet-10 step measured 20x slower). Restores the previous setting."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

@@ -15,6 +15,8 @@ from vidfuse.models.sketch import TensorSketch
 
 NUM_CLASSES = 5
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 
 def tiny_model(fusion: str, **kwargs):
     torch.manual_seed(0)

@@ -13,6 +13,8 @@ from vidfuse.models import build_model, count_gflops, model_from_config
 
 BLOCK_PREFIXES = [("conv1.", "bn1."), ("layer1.",), ("layer2.",), ("layer3.",), ("layer4.",)]
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 
 def snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items() if "num_batches_tracked" not in k}

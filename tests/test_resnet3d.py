@@ -21,6 +21,8 @@ PUBLISHED_COUNTS = [
     ("resnext", 101, "B", 48_340_816),
 ]
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 
 @pytest.mark.parametrize(("arch", "depth", "shortcut", "expected"), PUBLISHED_COUNTS)
 def test_parameter_count_matches_published_model(arch, depth, shortcut, expected):

@@ -11,6 +11,8 @@ from vidfuse.models import build_model, load_pretrained
 
 CLIPS = torch.randn(2, 3, 8, 32, 32, generator=torch.Generator().manual_seed(0))
 
+pytestmark = pytest.mark.usefixtures("torch_one_thread")
+
 
 def model(**kwargs):
     return build_model(**{"depth": 10, "shortcut": "A", "num_classes": 400, "fusion": "gap", **kwargs}).eval()
