@@ -33,6 +33,12 @@ def _trial_runs(experiment: Path) -> dict[str, list[dict]]:
     return {path.name: rundir.read_metrics(path) for path in sorted((experiment / "trials").iterdir())}
 
 
+def _tune_results(experiment: Path, trial_id: str) -> list[dict]:
+    """What Tune itself recorded for a trial (`<trial_id>/result.json`, one line per report it received)."""
+    path = experiment / trial_id / "result.json"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
+
+
 @pytest.fixture(scope="module")
 def smoke_search(ray_session, tiny_dataset, tmp_path_factory):
     storage = tmp_path_factory.mktemp("tune")
@@ -46,12 +52,15 @@ def test_every_trial_runs_and_asha_stops_some_early(smoke_search):
     assert code == 0
     runs = _trial_runs(experiment)
     assert len(runs) == 4  # --samples 2 x a 2-value grid
-    epochs = sorted(len(records) for records in runs.values())
     max_t = load_space(SMOKE).asha.max_t
-    assert epochs[0] < max_t, epochs  # ASHA stopped at least one trial
-    assert epochs[-1] == max_t, epochs  # and let the best run to the end
-    for records in runs.values():
+    reported = {trial_id: [r["epoch"] for r in _tune_results(experiment, trial_id)] for trial_id in runs}
+    assert all(epochs[-1] == len(epochs) for epochs in reported.values()), reported
+    lengths = sorted(len(epochs) for epochs in reported.values())
+    assert lengths[0] < max_t, reported  # ASHA stopped at least one trial early
+    assert lengths[-1] == max_t, reported  # and let the best run to the end
+    for trial_id, records in runs.items():
         assert [r["epoch"] for r in records] == list(range(1, len(records) + 1))
+        assert len(records) >= len(reported[trial_id])  # the run folder holds every epoch Tune saw
     # Each trial trained the values Tune chose for it (Tune's params.json beside our run folder).
     lrs = []
     for trial_id in runs:
@@ -75,7 +84,8 @@ def test_table_lists_every_trial_best_first(smoke_search):
         best = max(r["val_video_acc"] for r in records)
         assert float(row["val video acc %"]) == pytest.approx(100 * best, abs=0.006)
         assert int(row["epochs"]) == len(records)
-        assert row["status"] == ("finished" if len(records) == max_t else "stopped by ASHA")
+        seen = len(_tune_results(experiment, row["run"]))
+        assert row["status"] == ("finished" if seen == max_t else f"stopped by ASHA at epoch {seen}")
     accuracies = [float(row["val video acc %"]) for row in rows]
     assert accuracies == sorted(accuracies, reverse=True)
     markdown = (experiment / "trials.md").read_text().splitlines()
@@ -110,19 +120,25 @@ max_concurrent_trials: 1
 """
 
 
-def _interrupt_when_a_trial_finishes(trials: Path, epochs: int, done: threading.Event) -> threading.Thread:
-    """Send this process one SIGINT (a Ctrl-C) once some trial has `epochs` records; Tune then saves and stops."""
+def _interrupt_when_a_trial_finishes(experiment: Path, done: threading.Event) -> threading.Thread:
+    """Send this process one SIGINT (a Ctrl-C) as soon as Tune has recorded a trial as done; Tune then saves
+    its state and stops the search."""
+
+    def trial_done() -> bool:
+        for path in experiment.glob("*/result.json"):
+            try:
+                if any(json.loads(line).get("done") for line in path.read_text().splitlines()):
+                    return True
+            except json.JSONDecodeError:  # a line being written; look again
+                pass
+        return False
 
     def watch() -> None:
         while not done.is_set():
-            try:
-                finished = any(len(rundir.read_metrics(p)) >= epochs for p in trials.glob("*") if p.is_dir())
-            except json.JSONDecodeError:  # a record being written; look again
-                finished = False
-            if finished:
+            if trial_done():
                 os.kill(os.getpid(), signal.SIGINT)
                 return
-            time.sleep(0.5)
+            time.sleep(0.2)
 
     thread = threading.Thread(target=watch, daemon=True)
     thread.start()
@@ -136,7 +152,7 @@ def test_interrupted_search_resumes_and_finishes(ray_session, tiny_dataset, tmp_
             "--name", "resumable"]
     experiment = tmp_path / "resumable"
     done = threading.Event()
-    watcher = _interrupt_when_a_trial_finishes(experiment / "trials", epochs=2, done=done)
+    watcher = _interrupt_when_a_trial_finishes(experiment, done)
     try:
         code = main(argv)
     finally:

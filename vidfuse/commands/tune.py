@@ -54,12 +54,12 @@ def run(args: argparse.Namespace) -> int:
         space.base.model.pretrain_path = str(pretrained.resolve())
     experiment = Path(space.base.run.storage) / (args.name or Path(args.space).stem)
 
-    grid = search.run_search(space, experiment, samples=args.samples, resume=args.resume)
-    if not search.finished(grid):
+    outcomes = search.run_search(space, experiment, samples=args.samples, resume=args.resume)
+    if not search.finished(outcomes):
         print(f"vidfuse: search interrupted; continue it with the same command and --resume ({experiment})",
               file=sys.stderr)
         return 130
-    outputs = results.write_outputs(grid, experiment, max_t=space.asha.max_t, storage=space.base.run.storage)
+    outputs = results.write_outputs(outcomes, experiment, max_t=space.asha.max_t, storage=space.base.run.storage)
     print(results.format_rows(outputs.rows), end="")
     print(f"trials: {outputs.table_md}, {outputs.table_csv}")
     print(f"best config: {outputs.best_yaml}  (train it: python launch.py train --config {outputs.best_yaml})")

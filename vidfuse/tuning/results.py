@@ -8,13 +8,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ray.tune.result_grid import ResultGrid
+from ray.tune.experiment import Trial
 
 from vidfuse import config as config_lib
 from vidfuse.engine import rundir
 from vidfuse.errors import VidfuseError
 from vidfuse.report.tables import RESULT_COLUMNS, Column, markdown_table, results_table, write_tables
-from vidfuse.tuning.search import trials_dir
+from vidfuse.tuning.search import TrialOutcome, trials_dir
 
 TRIAL_COLUMNS = (RESULT_COLUMNS[0], Column("status", "status"), *RESULT_COLUMNS[1:])
 BEST = "best.yaml"
@@ -29,16 +29,20 @@ class SearchOutputs:
     rows: list[dict[str, Any]]  # the table rows, best first
 
 
-def trial_rows(grid: ResultGrid, experiment: Path, max_t: int) -> list[dict[str, Any]]:
+def trial_rows(outcomes: dict[str, TrialOutcome], experiment: Path, max_t: int) -> list[dict[str, Any]]:
     """One row per trial, sorted like `report` (best val video accuracy first), failed trials last."""
-    errors = {Path(result.path).name: result.error for result in grid}  # Tune's trial folder is named by the id
     run_dirs = sorted(path.parent for path in trials_dir(experiment).glob(f"*/{rundir.CONFIG}"))
     rows = results_table(run_dirs) if run_dirs else []
     for row in rows:
-        row["status"] = ERROR if errors.get(row["run"]) else FINISHED if row["epochs"] >= max_t else STOPPED
-    rows += [{"run": trial_id, "status": ERROR} for trial_id, error in sorted(errors.items())
-             if error and trial_id not in {row["run"] for row in rows}]  # failed before its run folder existed
-    return rows
+        row["status"] = trial_status(outcomes[row["run"]], max_t)
+    failed_early = sorted(set(outcomes) - {row["run"] for row in rows})  # failed before its run folder existed
+    return rows + [{"run": trial_id, "status": trial_status(outcomes[trial_id], max_t)} for trial_id in failed_early]
+
+
+def trial_status(outcome: TrialOutcome, max_t: int) -> str:
+    if outcome.status == Trial.ERROR:
+        return ERROR
+    return FINISHED if outcome.epochs >= max_t else f"{STOPPED} at epoch {outcome.epochs}"
 
 
 def best_config(rows: list[dict[str, Any]], storage: str, name: str) -> config_lib.Config:
@@ -52,10 +56,11 @@ def best_config(rows: list[dict[str, Any]], storage: str, name: str) -> config_l
     return config
 
 
-def write_outputs(grid: ResultGrid, experiment: str | os.PathLike, *, max_t: int, storage: str) -> SearchOutputs:
+def write_outputs(outcomes: dict[str, TrialOutcome], experiment: str | os.PathLike, *, max_t: int,
+                  storage: str) -> SearchOutputs:
     """Write `trials.md`, `trials.csv` and `best.yaml` into the experiment folder."""
     experiment = Path(experiment)
-    rows = trial_rows(grid, experiment, max_t)
+    rows = trial_rows(outcomes, experiment, max_t)
     csv_path, md_path = write_tables(rows, experiment, stem="trials", columns=TRIAL_COLUMNS)
     config = best_config(rows, storage=storage, name=f"{experiment.name}-best")
     best_path = experiment / BEST

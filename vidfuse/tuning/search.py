@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ray
 from ray import tune
 from ray.tune.experiment import Trial
-from ray.tune.result_grid import ResultGrid
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
@@ -74,8 +74,9 @@ def ensure_ray(space: SearchSpace) -> None:
 
 
 def run_search(space: SearchSpace, experiment: str | os.PathLike, *, samples: int = 1,
-               resume: bool = False) -> ResultGrid:
-    """Run (or with `resume`, continue) the search whose experiment folder is `experiment` (absolute path).
+               resume: bool = False) -> dict[str, TrialOutcome]:
+    """Run (or with `resume`, continue) the search whose experiment folder is `experiment` (absolute path), and
+    return how each trial ended (see `trial_outcomes`).
 
     `samples` draws of the space (times every `grid` combination) are trained; on `resume` the restored search
     keeps its own trials and `samples` is not used. Starts or joins Ray when it is not initialised."""
@@ -90,7 +91,8 @@ def run_search(space: SearchSpace, experiment: str | os.PathLike, *, samples: in
     trainable = _trainable(space, experiment)
     if resume:
         # Errored trials run again too: their Train runs continue from their last checkpoints.
-        return tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True).fit()
+        tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True).fit()
+        return trial_outcomes(experiment)
     asha = space.asha
     tuner = tune.Tuner(
         trainable,
@@ -100,9 +102,11 @@ def run_search(space: SearchSpace, experiment: str | os.PathLike, *, samples: in
             mode="max",
             scheduler=ASHAScheduler(time_attr=TIME_ATTR, max_t=asha.max_t, grace_period=asha.grace_period,
                                     reduction_factor=asha.reduction_factor),
-            search_alg=BasicVariantGenerator(random_state=space.base.run.seed),  # the same draws for the same seed
+            # The same draws for the same seed. The concurrency limit goes here: TuneConfig's max_concurrent_trials
+            # is ignored when a BasicVariantGenerator is passed.
+            search_alg=BasicVariantGenerator(max_concurrent=space.max_concurrent_trials,
+                                             random_state=space.base.run.seed),
             num_samples=samples,
-            max_concurrent_trials=space.max_concurrent_trials,
             trial_name_creator=_trial_id,
             trial_dirname_creator=_trial_id,
         ),
@@ -112,9 +116,25 @@ def run_search(space: SearchSpace, experiment: str | os.PathLike, *, samples: in
             failure_config=tune.FailureConfig(max_failures=space.base.run.max_failures),
         ),
     )
-    return tuner.fit()
+    tuner.fit()
+    return trial_outcomes(experiment)
 
 
-def finished(grid: ResultGrid) -> bool:
+@dataclass(frozen=True)
+class TrialOutcome:
+    """How a trial ended, as Tune saved it."""
+
+    status: str  # TERMINATED (completed or stopped by ASHA), ERROR, or PENDING when an interrupt cut it off
+    epochs: int  # epochs whose reports Tune received: where ASHA stopped it (its run may have trained a bit further)
+
+
+def trial_outcomes(experiment: str | os.PathLike) -> dict[str, TrialOutcome]:
+    """Trial id -> its outcome, read from the experiment folder. (The in-memory results of an interrupted `fit()`
+    call every stopped trial TERMINATED, so only the saved state tells an interrupted search from a finished one.)"""
+    return {trial.trial_id: TrialOutcome(trial.status, int(trial.last_result.get(TIME_ATTR, 0)))
+            for trial in tune.ExperimentAnalysis(str(experiment)).trials}
+
+
+def finished(outcomes: dict[str, TrialOutcome]) -> bool:
     """Whether every trial ended (completed, stopped by ASHA, or failed) rather than being cut off by an interrupt."""
-    return grid.num_terminated + grid.num_errors == len(grid)
+    return all(outcome.status in (Trial.TERMINATED, Trial.ERROR) for outcome in outcomes.values())
