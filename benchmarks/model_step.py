@@ -7,10 +7,10 @@ builds the model, runs WARMUP steps, then STEPS timed steps on fixed random clip
 the steps. Time: on CPU the overhead is computed from the process's CPU time per step (`time.process_time`) with
 one intra-op thread (`--threads 1`): on a shared machine, other jobs inflate wall time, and with several threads
 also CPU time (OpenMP threads spin while waiting for a descheduled sibling, measured 20x here); wall time is
-reported beside it, and on CUDA it is the measure. Memory: on CPU the peak resident set size of the process (`ru_maxrss`) and how much
-the training steps added to the RSS after building the model (activations, gradients, optimizer state); on CUDA
-`torch.cuda.max_memory_allocated`. Prints one JSON line per head with its overhead relative to gap (target: hbp,
-bilinear, compact, factorized at most +15 % step time).
+reported beside it, and on CUDA it is the measure. Memory: on CPU the peak resident set size of the process
+(`ru_maxrss`) and how much the training steps added to the RSS after building the model (activations,
+gradients, optimizer state); on CUDA `torch.cuda.max_memory_allocated`. Prints one JSON line per head with its
+overhead relative to gap (target: hbp, bilinear, compact, factorized at most +15 % step time).
 
     .venv/bin/python benchmarks/model_step.py [--depth 50] [--frames 16] [--size 112] [--batch 2]
         [--steps 3] [--warmup 1] [--threads 1] [--device cpu|cuda] [--amp] [--heads gap hbp ...]

@@ -28,7 +28,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--depth", type=int, help="only this depth (default: all)")
     parser.add_argument("--shortcut", choices=("A", "B"),
                         help="shortcut type (default: as published: A for ResNet-10/18/34, B otherwise)")
-    parser.add_argument("--fusion", nargs="+", metavar="HEAD", help=f"heads to list (default: all: {', '.join(list_heads())})")
+    parser.add_argument("--fusion", nargs="+", metavar="HEAD",
+                        help=f"heads to list (default: all: {', '.join(list_heads())})")
     parser.add_argument("--layers", nargs="+", default=["layer3", "layer4"], help="blocks the heads read")
     parser.add_argument("--classes", type=int, default=400, help="classes of the classifier (default 400, Kinetics)")
 

@@ -75,6 +75,8 @@ class FusionHead(nn.Module):
 
 
 class GapHead(FusionHead):
+    """Global average pool of the deepest block: the original 3D-ResNets-PyTorch classifier."""
+
     reads_deepest_only = True
 
     def fused_dim(self, channels: list[int]) -> int:
@@ -85,6 +87,8 @@ class GapHead(FusionHead):
 
 
 class TemporalHead(FusionHead):
+    """Per block: mean over space, max over time; concatenated. The control without any bilinear term."""
+
     def fused_dim(self, channels: list[int]) -> int:
         return sum(channels)
 
@@ -93,6 +97,8 @@ class TemporalHead(FusionHead):
 
 
 class FactorizedHead(FusionHead):
+    """Low-rank bilinear pooling (MLB): P^T (tanh(U^T x) * tanh(V^T y)) on pooled block vectors."""
+
     default_dim = 1024
 
     def _build(self, channels: list[int]) -> None:
@@ -132,6 +138,8 @@ def on_grid(blocks: list[torch.Tensor], align: str) -> list[torch.Tensor]:
 
 
 class GapBilinearHead(PairwiseHead):
+    """Outer product of the globally pooled, linearly reduced block vectors."""
+
     default_dim = 64
 
     def _build(self, channels: list[int]) -> None:
@@ -148,6 +156,8 @@ class GapBilinearHead(PairwiseHead):
 
 
 class BilinearHead(PairwiseHead):
+    """Outer product of 1x1x1-projected blocks, averaged over the positions of a common grid."""
+
     default_dim = 128
 
     def _build(self, channels: list[int]) -> None:
@@ -166,6 +176,8 @@ class BilinearHead(PairwiseHead):
 
 
 class HbpHead(BilinearHead):
+    """Hierarchical bilinear pooling: element-wise product of projected blocks, summed over positions."""
+
     default_dim = 1024
 
     def fused_dim(self, channels: list[int]) -> int:
@@ -176,6 +188,8 @@ class HbpHead(BilinearHead):
 
 
 class CompactHead(PairwiseHead):
+    """Compact bilinear pooling: Tensor Sketch of the outer product of raw blocks, averaged over positions."""
+
     default_dim = 8192
 
     def _build(self, channels: list[int]) -> None:
