@@ -55,3 +55,6 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vidfuse: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `launch.py models | head`: the reader left, which is not an error
+        sys.stdout = None
+        return 0
