@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from vidfuse.errors import VidfuseError
@@ -56,5 +57,5 @@ def main(argv: list[str] | None = None) -> int:
         print("vidfuse: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `launch.py models | head`: the reader left, which is not an error
-        sys.stdout = None
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # as the Python docs advise on SIGPIPE
         return 0
