@@ -1,0 +1,185 @@
+"""From a prepared Parquet data set to clips: the Ray Data pipeline for training / evaluation, and the same
+clip making for `predict` without Ray.
+
+    read_parquet (only the needed columns, rows of split N / subset pushed down to the scan)
+      -> [train] a per-row random draw, new every execution (epoch), reproducible from `seed`
+      -> map_batches(ClipDecoder) in an actor pool: window starts -> decode only those JPEGs (Pillow `draft`
+         when the crop allows a smaller decode) -> one crop / flip per clip
+      -> rows {clip: uint8 (T, H, W, C), label: int64, video_index: int64, clip_index: int64}
+
+The consumer (`iter_torch_batches` on each Train worker) keeps clips uint8 until they are on its device, where
+`transforms.to_model_input` converts and normalises them. Decoding asks for CPUs only, so on a cluster it runs
+on CPU nodes while GPU nodes train. CPU headroom (RAY_NOTES): the decoder pool is at most CPUs - 1 actors and
+the read tasks ask for a fraction of a CPU, so reads, decoders and 2 Train workers fit in `ray.init(num_cpus=4)`.
+
+`clip_index` is the window's number within its video (train: always 0; val: 0..n_val_clips-1; test: 0..k-1
+over the non-overlapping windows).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import ray
+import torch
+from PIL import Image
+
+from vidfuse.data.prepare import read_meta, shard_paths
+from vidfuse.data.sampling import MODES, clip_starts, window_indices
+from vidfuse.data.splits import SUBSETS
+from vidfuse.data.transforms import CENTRE_CROP, crop_clip, random_crop, resize_short_side
+from vidfuse.errors import VidfuseError
+
+DRAW = "draw"  # per-row uniform [0, 1) column that seeds a train row's window and crop
+READ_CPUS = 0.25  # Parquet reads are light; a fraction leaves room for decoders and Train workers
+DECODER_CPUS = 1.0  # a decoder keeps one core busy
+VIDEOS_PER_BATCH = 8
+
+
+def decode_jpeg(data: bytes, min_short_side: int) -> Image.Image:
+    """Decode a JPEG, at a 1/2, 1/4 or 1/8 scale (Pillow `draft`) when its short side stays >= `min_short_side`."""
+    image = Image.open(io.BytesIO(data))
+    width, height = image.size
+    factor = min_short_side / min(width, height)
+    if factor < 1:
+        image.draft("RGB", (math.ceil(width * factor), math.ceil(height * factor)))
+    return image.convert("RGB")
+
+
+def make_clips(
+    load_frame: Callable[[int, int], Image.Image], n_frames: int, *, mode: str, sample_duration: int,
+    sample_size: int, sample_stride: int = 1, n_val_clips: int = 3, rng: np.random.Generator | None = None,
+) -> tuple[np.ndarray, list[int]]:
+    """The clips of one video in `mode`: uint8 (n_clips, T, S, S, C) and the window starts.
+
+    `load_frame(index, min_short_side)` returns frame `index` with a short side of at least `min_short_side`
+    (or its full size); each distinct frame of a window is loaded once.
+    """
+    starts = clip_starts(mode, n_frames, duration=sample_duration, stride=sample_stride,
+                         n_val_clips=n_val_clips, rng=rng)
+    clips = []
+    for start in starts:
+        crop = random_crop(rng) if mode == "train" else CENTRE_CROP
+        indices = window_indices(start, n_frames, duration=sample_duration, stride=sample_stride)
+        min_short_side = crop.min_short_side(sample_size)
+        loaded = {i: load_frame(i, min_short_side) for i in dict.fromkeys(indices)}
+        clips.append(crop_clip([loaded[i] for i in indices], crop, sample_size))
+    return np.stack(clips), starts
+
+
+class ClipDecoder:
+    """Ray Data actor: a batch of video rows -> a batch of clip rows (see the module docstring)."""
+
+    def __init__(self, *, mode: str, sample_duration: int, sample_size: int, sample_stride: int,
+                 n_val_clips: int) -> None:
+        torch.set_num_threads(1)  # one decoder, one core; parallelism comes from the actor pool
+        self.mode = mode
+        self.options = dict(sample_duration=sample_duration, sample_size=sample_size, sample_stride=sample_stride,
+                            n_val_clips=n_val_clips)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        clips, labels, video_indices, clip_indices = [], [], [], []
+        for row in range(len(batch["video_index"])):
+            jpegs = batch["frames"][row]
+            rng = np.random.default_rng(int(batch[DRAW][row] * 2**53)) if self.mode == "train" else None
+            video_clips, _ = make_clips(
+                lambda i, min_short_side: decode_jpeg(jpegs[i], min_short_side),
+                int(batch["n_frames"][row]), mode=self.mode, rng=rng, **self.options,
+            )
+            clips.append(video_clips)
+            labels += [batch["label"][row]] * len(video_clips)
+            video_indices += [batch["video_index"][row]] * len(video_clips)
+            clip_indices += range(len(video_clips))
+        return {
+            "clip": np.concatenate(clips),
+            "label": np.asarray(labels, dtype=np.int64),
+            "video_index": np.asarray(video_indices, dtype=np.int64),
+            "clip_index": np.asarray(clip_indices, dtype=np.int64),
+        }
+
+
+def _check_subset(path: Path, split: int, subset: str) -> None:
+    """Raise unless the data set at `path` has split `split` with at least one `subset` video."""
+    if subset not in SUBSETS:
+        raise VidfuseError(f"unknown subset {subset!r}; choose one of: {', '.join(SUBSETS)}")
+    counts = read_meta(path)["counts"]
+    if f"split{split}" not in counts:
+        raise VidfuseError(f"{path} has no split {split} (it has: {', '.join(counts)})")
+    if not counts[f"split{split}"].get(subset):
+        raise VidfuseError(f"{path}: split {split} has no {subset} videos")
+
+
+def _decoder_pool_size(decode_workers: int) -> int:
+    """`decode_workers`, capped at the cluster's CPUs - 1 so the Parquet reads always find a CPU."""
+    if decode_workers < 1:
+        raise VidfuseError(f"decode_workers={decode_workers} must be at least 1")
+    cpus = int(ray.cluster_resources().get("CPU", 0)) if ray.is_initialized() else 0
+    return max(1, min(decode_workers, cpus - 1)) if cpus else decode_workers
+
+
+def clip_dataset(
+    path: Path | str, *, split: int, subset: str, mode: str, sample_duration: int, sample_size: int,
+    sample_stride: int = 1, n_val_clips: int = 3, seed: int = 0, decode_workers: int = 1,
+    videos_per_batch: int = VIDEOS_PER_BATCH,
+) -> ray.data.Dataset:
+    """A Ray Dataset of clips of the `subset` videos of split `split`, sampled for `mode` (train / val / test).
+
+    Train rows get a new random window and crop every time the dataset is executed (each epoch), reproducibly
+    from `seed`; val and test rows are the same every time.
+    """
+    path = Path(path)
+    _check_subset(path, split, subset)
+    if mode not in MODES:
+        raise VidfuseError(f"unknown sampling mode {mode!r}; choose one of: {', '.join(MODES)}")
+    from ray.data.expressions import col, lit, random
+
+    ds = ray.data.read_parquet(
+        [str(p) for p in shard_paths(path)],
+        num_cpus=READ_CPUS,
+        shuffle=ray.data.FileShuffleConfig(seed=seed, reseed_after_execution=True) if mode == "train" else None,
+    )
+    ds = ds.filter(expr=col(f"split{split}") == lit(subset)).select_columns(
+        ["video_index", "label", "n_frames", "frames"]
+    )
+    if mode == "train":
+        ds = ds.with_column(DRAW, random(seed=seed, reseed_after_execution=True))
+    return ds.map_batches(
+        ClipDecoder,
+        fn_constructor_kwargs=dict(mode=mode, sample_duration=sample_duration, sample_size=sample_size,
+                                   sample_stride=sample_stride, n_val_clips=n_val_clips),
+        batch_size=videos_per_batch,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=_decoder_pool_size(decode_workers)),
+        num_cpus=DECODER_CPUS,
+    )
+
+
+def video_table(path: Path | str, *, split: int, subset: str) -> list[dict]:
+    """`video_index, video_id, label, label_name, n_frames` of the `subset` videos of split `split` (no Ray)."""
+    path = Path(path)
+    _check_subset(path, split, subset)
+    columns = ["video_index", "video_id", "label", "label_name", "n_frames"]
+    table = pq.read_table([str(p) for p in shard_paths(path)], columns=columns,
+                          filters=[(f"split{split}", "=", subset)])
+    return table.sort_by("video_index").to_pylist()
+
+
+def eval_clips(
+    frames: list[np.ndarray], *, sample_duration: int, sample_size: int, short_side: int, sample_stride: int = 1,
+    n_clips: int | None = None,
+) -> tuple[np.ndarray, list[int]]:
+    """Centre-cropped clips of decoded frames as the pipeline makes them (frames resized to `short_side` first,
+    as `prepare` stores them): uint8 (n_windows, T, S, S, C) and window starts. `n_clips` None: all
+    non-overlapping windows (test); an int: that many evenly spaced windows (val)."""
+    if not frames:
+        raise VidfuseError("no frames to make clips from")
+    return make_clips(
+        lambda i, _: resize_short_side(Image.fromarray(frames[i]), short_side), len(frames),
+        mode="test" if n_clips is None else "val", sample_duration=sample_duration, sample_size=sample_size,
+        sample_stride=sample_stride, n_val_clips=n_clips or 1,
+    )

@@ -1,0 +1,370 @@
+"""`prepare`: split files + raw videos or frame folders -> a Parquet data set (a folder) with `_meta.json`.
+
+Output layout (`OUT` is a folder, conventionally named `DATA.parquet`):
+
+    OUT/part-00000.parquet ...   one row per video, row groups of `ROW_GROUP_VIDEOS` videos, shards of
+                                 `SHARD_VIDEOS` videos; rows are in a seeded random order so every shard mixes
+                                 all classes (a file-level shuffle then gives well-mixed batches)
+    OUT/_meta.json               dataset, labels (in label order), source, options, counts per split and subset;
+                                 the leading `_` makes Parquet readers skip it, so `pyarrow.parquet.read_table(OUT)`
+                                 and `ray.data.read_parquet(OUT)` read the folder as one table
+
+Columns: `video_index` (int64, 0..N-1, stable: the row's position), `video_id`, `label` (int64), `label_name`,
+`n_frames`, `height`, `width` (of the stored frames), `frames` (list of JPEG bytes, short side `short_side`),
+and `split1`..`split3` (`train`, `val`, `test` or `unused`; Kinetics and folder data sets have `split1` only).
+
+Everything is written into a temporary folder beside `OUT` and renamed to `OUT` only when complete, so an
+interrupted run never leaves a half-written data set under the final name. Videos are encoded in parallel
+processes; listed videos that are missing, do not decode, or have fewer than `min_frames` frames are skipped
+and reported (or, with `strict`, stop the run); files on disk that no split lists are reported too.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import multiprocessing
+import os
+import shutil
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from vidfuse.data.splits import SplitSet, folder_splits, read_splits
+from vidfuse.data.transforms import resize_short_side
+from vidfuse.data.video import VIDEO_EXTENSIONS, iter_frames
+from vidfuse.errors import VidfuseError
+
+DATASETS = ("ucf101", "hmdb51", "kinetics", "folder")
+ROW_GROUP_VIDEOS = 16
+SHARD_VIDEOS = 256
+JPEG_QUALITY = 90
+META_NAME = "_meta.json"  # "_" prefix: Parquet readers (pyarrow, Ray, pandas) skip it when reading OUT
+DEFAULT_VAL_FRACTION = 0.1
+
+
+@dataclass
+class EncodedVideo:
+    """One video's frames, resized and JPEG-encoded."""
+
+    frames: list[bytes]
+    height: int
+    width: int
+
+
+@dataclass
+class PrepareSummary:
+    """What `prepare_dataset` did: where, how many rows, which listed videos it skipped and why, unlisted files."""
+
+    out: Path
+    written: int
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (video_id, reason)
+    unlisted: list[str] = field(default_factory=list)  # paths relative to the root
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def report(self, examples: int = 5) -> str:
+        """A few human-readable lines: the counts, skips grouped by reason, unlisted files."""
+        lines = [f"wrote {self.written} videos to {self.out}"]
+        for split, tally in self.counts.items():
+            lines.append(f"  {split}: " + ", ".join(f"{name} {n}" for name, n in tally.items()))
+        if self.skipped:
+            lines.append(f"skipped {len(self.skipped)} listed videos:")
+            by_kind = Counter(reason_kind(reason) for _, reason in self.skipped)
+            for kind, n in by_kind.most_common():
+                shown = [f"{v} ({r})" for v, r in self.skipped if reason_kind(r) == kind][:examples]
+                lines.append(f"  {kind}: {n}, e.g. " + "; ".join(shown))
+        if self.unlisted:
+            lines.append(f"{len(self.unlisted)} files on disk are in no split list, e.g. "
+                         + ", ".join(self.unlisted[:examples]))
+        return "\n".join(lines)
+
+
+MISSING = "missing on disk"
+UNDECODABLE = "does not decode"
+TOO_SHORT = "too short"
+
+
+def reason_kind(reason: str) -> str:
+    """The kind of a skip reason (`missing on disk`, `does not decode`, `too short`): the part before `:`."""
+    return reason.split(":")[0]
+
+
+def scan_root(root: Path, kind: str) -> dict[tuple[str, str], Path]:
+    """`(class folder, video id) -> path` for every video file (`kind` videos) or frame folder under `root`."""
+    if not root.is_dir():
+        raise VidfuseError(f"{kind} root not found: {root}")
+    found = {}
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for entry in class_dir.iterdir():
+            if entry.is_dir() if kind == "frames" else entry.suffix.lower() in VIDEO_EXTENSIONS:
+                found[(class_dir.name, entry.stem if kind == "videos" else entry.name)] = entry
+    return found
+
+
+def encode_video(path: Path, short_side: int) -> EncodedVideo:
+    """Decode `path` (file or frame folder), resize each frame to `short_side`, JPEG-encode it."""
+    frames, size = [], (0, 0)
+    for image in iter_frames(path):
+        image = resize_short_side(image, short_side)
+        buffer = io.BytesIO()
+        image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
+        frames.append(buffer.getvalue())
+        size = image.size
+    return EncodedVideo(frames=frames, height=size[1], width=size[0])
+
+
+def _encode_job(job: tuple[str, str, int]) -> tuple[str, EncodedVideo | str]:
+    """Pool worker: `(video_id, path, short_side)` -> `(video_id, EncodedVideo or the reason it failed)`."""
+    video_id, path, short_side = job
+    try:
+        return video_id, encode_video(Path(path), short_side)
+    except VidfuseError as exc:
+        return video_id, f"{UNDECODABLE}: {exc}"
+
+
+def _schema(splits: list[int]) -> pa.Schema:
+    return pa.schema(
+        [
+            ("video_index", pa.int64()),
+            ("video_id", pa.string()),
+            ("label", pa.int64()),
+            ("label_name", pa.string()),
+            ("n_frames", pa.int64()),
+            ("height", pa.int32()),
+            ("width", pa.int32()),
+            ("frames", pa.list_(pa.binary())),
+            *[(f"split{s}", pa.string()) for s in splits],
+        ]
+    )
+
+
+class ShardWriter:
+    """Writes rows into `part-NNNNN.parquet` shards inside a folder, one row group per `ROW_GROUP_VIDEOS` rows."""
+
+    def __init__(self, folder: Path, schema: pa.Schema) -> None:
+        self.folder, self.schema = folder, schema
+        self.pending: list[dict] = []
+        self.written = 0
+        self.writer: pq.ParquetWriter | None = None
+
+    def add(self, row: dict) -> None:
+        self.pending.append(row)
+        if len(self.pending) == ROW_GROUP_VIDEOS:
+            self.flush()
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        if self.writer is None:
+            shard = self.folder / f"part-{self.written // SHARD_VIDEOS:05d}.parquet"
+            self.writer = pq.ParquetWriter(shard, self.schema)
+        self.writer.write_table(pa.Table.from_pylist(self.pending, self.schema))
+        self.written += len(self.pending)
+        self.pending = []
+        if self.written % SHARD_VIDEOS == 0:
+            self.close()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
+
+class Progress:
+    """One self-overwriting line on stderr: done / total, videos/s, ETA."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total, self.enabled = total, enabled
+        self.start = self.last = time.monotonic()
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or (now - self.last < 0.5 and done < self.total):
+            return
+        self.last = now
+        rate = done / max(now - self.start, 1e-9)
+        eta = (self.total - done) / rate if rate > 0 else float("inf")
+        print(f"\rprepare: {done}/{self.total} videos, {rate:.1f} videos/s, ETA {eta:.0f} s ", end="",
+              file=sys.stderr, flush=True)
+        if done == self.total:
+            print(file=sys.stderr)
+
+
+def _encoded_stream(jobs: list[tuple[str, str, int]], workers: int):
+    """Yield `_encode_job` results in job order, in `workers` processes (in this process when workers == 1)."""
+    if workers == 1:
+        yield from map(_encode_job, jobs)
+        return
+    with multiprocessing.Pool(workers) as pool:
+        yield from pool.imap(_encode_job, jobs, chunksize=2)
+
+
+def _replace_atomically(tmp: Path, out: Path) -> None:
+    """Rename the finished `tmp` folder to `out`, replacing an older data set there."""
+    old = out.with_name(f".{out.name}.old-{os.getpid()}")
+    if out.exists():
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old.is_dir():
+        shutil.rmtree(old)
+    elif old.exists():
+        old.unlink()
+
+
+def prepare_dataset(
+    *,
+    dataset: str,
+    splits: Path | None,
+    out: Path,
+    frames: Path | None = None,
+    videos: Path | None = None,
+    short_side: int = 128,
+    workers: int | None = None,
+    min_frames: int = 1,
+    strict: bool = False,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    test_fraction: float = 0.3,
+    seed: int = 0,
+    progress: bool = True,
+) -> PrepareSummary:
+    """Write the Parquet data set `out` (a folder of shards + _meta.json) for the videos the split files list.
+
+    `test_fraction` is used by the `folder` data set only (which has no split files).
+    """
+    if dataset not in DATASETS:
+        raise VidfuseError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
+    if (frames is None) == (videos is None):
+        raise VidfuseError("give exactly one of --frames (frame folders) or --videos (video files)")
+    if short_side < 1 or min_frames < 1:
+        raise VidfuseError(f"--short-side ({short_side}) and --min-frames ({min_frames}) must be at least 1")
+    kind, root = ("frames", Path(frames)) if frames is not None else ("videos", Path(videos))
+    on_disk = scan_root(root, kind)
+    if dataset == "folder":
+        split_set = folder_splits(sorted(on_disk), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
+    else:
+        split_set = read_splits(dataset, splits, val_fraction=val_fraction, seed=seed)
+
+    located, skipped = _locate(split_set, on_disk)
+    claimed = {path for path in located.values()}
+    unlisted = sorted(str(p.relative_to(root)) for p in on_disk.values() if p not in claimed)
+    if strict and skipped:
+        raise VidfuseError(f"{skipped[0][0]}: {skipped[0][1]} under {root} (--strict; {len(skipped)} such videos)")
+
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        written, counts, encode_skips = _write_rows(
+            split_set, located, tmp, short_side=short_side, min_frames=min_frames, strict=strict,
+            workers=workers or os.cpu_count() or 1, seed=seed, progress=progress,
+        )
+        skipped = sorted(skipped + encode_skips)
+        if written == 0:
+            raise VidfuseError(f"no video of the split lists could be prepared from {root} "
+                               f"({len(skipped)} skipped, e.g. {skipped[0][0]}: {skipped[0][1]})" if skipped else
+                               f"the split lists name no videos ({splits})")
+        meta = {
+            "dataset": dataset,
+            "labels": split_set.labels,
+            "splits": split_set.splits,
+            "source": {kind: str(root.resolve()), "splits": str(Path(splits).resolve()) if splits else None},
+            "options": {"short_side": short_side, "min_frames": min_frames, "val_fraction": val_fraction,
+                        "test_fraction": test_fraction if dataset == "folder" else None, "seed": seed,
+                        "jpeg_quality": JPEG_QUALITY},
+            "videos": written,
+            "counts": counts,
+            "skipped": len(skipped),
+        }
+        (tmp / META_NAME).write_text(json.dumps(meta, indent=2))
+        _replace_atomically(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return PrepareSummary(out=out, written=written, skipped=skipped, unlisted=unlisted, counts=counts)
+
+
+def _locate(
+    split_set: SplitSet, on_disk: dict[tuple[str, str], Path]
+) -> tuple[dict[str, Path], list[tuple[str, str]]]:
+    """Match listed videos to paths on disk: `({video_id: path}, [(video_id, "missing on disk")])`."""
+    located, missing = {}, []
+    for video in split_set.videos:
+        path = next((on_disk[(f, video.video_id)] for f in video.folders if (f, video.video_id) in on_disk), None)
+        if path is None:
+            missing.append((video.video_id, MISSING))
+        else:
+            located[video.video_id] = path
+    return located, missing
+
+
+def _write_rows(
+    split_set: SplitSet, located: dict[str, Path], folder: Path, *, short_side: int, min_frames: int,
+    strict: bool, workers: int, seed: int, progress: bool,
+) -> tuple[int, dict[str, dict[str, int]], list[tuple[str, str]]]:
+    """Encode the located videos in a seeded random order and write them as rows; returns counts and skips."""
+    by_id = {v.video_id: v for v in split_set.videos}
+    label_of = {name: i for i, name in enumerate(split_set.labels)}
+    order = sorted(located)
+    order = [order[i] for i in np.random.default_rng(seed).permutation(len(order))]
+    jobs = [(video_id, str(located[video_id]), short_side) for video_id in order]
+
+    writer = ShardWriter(folder, _schema(split_set.splits))
+    counts = {f"split{s}": Counter() for s in split_set.splits}
+    skipped: list[tuple[str, str]] = []
+    meter = Progress(len(jobs), progress)
+    try:
+        for done, (video_id, result) in enumerate(_encoded_stream(jobs, workers), start=1):
+            if isinstance(result, EncodedVideo) and len(result.frames) < min_frames:
+                result = f"{TOO_SHORT}: {len(result.frames)} frames, fewer than --min-frames {min_frames}"
+            if isinstance(result, str):
+                if strict:
+                    raise VidfuseError(f"{video_id}: {result} (--strict)")
+                skipped.append((video_id, result))
+            else:
+                video = by_id[video_id]
+                row = {
+                    "video_index": writer.written + len(writer.pending),
+                    "video_id": video_id,
+                    "label": label_of[video.label_name],
+                    "label_name": video.label_name,
+                    "n_frames": len(result.frames),
+                    "height": result.height,
+                    "width": result.width,
+                    "frames": result.frames,
+                }
+                for split in split_set.splits:
+                    row[f"split{split}"] = video.subsets.get(split, "unused")
+                    counts[f"split{split}"][row[f"split{split}"]] += 1
+                writer.add(row)
+            meter.update(done)
+        writer.flush()
+    finally:
+        writer.close()
+    return writer.written, {k: dict(sorted(v.items())) for k, v in counts.items()}, skipped
+
+
+def shard_paths(path: Path) -> list[Path]:
+    """The Parquet shard files of a prepared data set, in order."""
+    path = Path(path)
+    if not (path / META_NAME).is_file():
+        raise VidfuseError(f"not a prepared data set (no {META_NAME}): {path}")
+    shards = sorted(path.glob("part-*.parquet"))
+    if not shards:
+        raise VidfuseError(f"prepared data set has no part-*.parquet shards: {path}")
+    return shards
+
+
+def read_meta(path: Path) -> dict:
+    """The `_meta.json` of a prepared data set: dataset, labels (label order), splits, source, options, counts."""
+    meta_file = Path(path) / META_NAME
+    if not meta_file.is_file():
+        raise VidfuseError(f"not a prepared data set (no {META_NAME}): {path}")
+    return json.loads(meta_file.read_text())
