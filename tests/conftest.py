@@ -38,3 +38,22 @@ def torch_one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """A tiny synthetic motion data set (4 classes x 6 videos of 16 frames, 48 px, UCF101 layout) prepared once
+    with `prepare_dataset` (short side 48). Split 1: 8 train, 8 val, 8 test videos. Attributes: `parquet`,
+    `frames_root`, `splits_dir`, `labels`, `num_classes`."""
+    from types import SimpleNamespace
+
+    from vidfuse.data.prepare import prepare_dataset
+    from vidfuse.data.synthetic import make_synthetic
+
+    root = tmp_path_factory.mktemp("tiny-dataset")
+    synthetic = make_synthetic(root, num_classes=4, videos_per_class=6, n_frames=16, size=48, seed=0)
+    parquet = root / "tiny.parquet"
+    prepare_dataset(dataset="ucf101", splits=synthetic.splits_dir, frames=synthetic.frames_root, out=parquet,
+                    short_side=48, workers=1, progress=False)
+    return SimpleNamespace(parquet=parquet, frames_root=synthetic.frames_root, splits_dir=synthetic.splits_dir,
+                           labels=synthetic.labels, num_classes=len(synthetic.labels))
