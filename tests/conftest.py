@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from pathlib import Path
 
 import pytest
@@ -22,7 +23,10 @@ def ray_session(tmp_path_factory):
     """One local Ray (4 logical CPUs on this 2-core box: 2 Train workers plus Ray Data), shut down at the end."""
     import ray
 
-    os.environ.setdefault("RAY_AUTH_TOKEN_PATH", str(tmp_path_factory.mktemp("ray-auth") / "auth_token"))
+    if "RAY_AUTH_TOKEN_PATH" not in os.environ:  # a token file of our own: Ray 2.60 refuses a path with no file
+        token = tmp_path_factory.mktemp("ray-auth") / "auth_token"
+        token.write_text(secrets.token_hex(32))
+        os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
     ray.init(num_cpus=4, include_dashboard=True, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
