@@ -1,0 +1,181 @@
+"""`test`: loading a run's model, averaging clips per video, and Ray Data scoring of the tiny prepared set.
+
+The end-to-end test scores with a model whose logits are a fixed function of the clip, and checks the written
+video top-1 / top-5, clip accuracy and mean class accuracy against a computation written here with numpy.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from vidfuse import config as config_lib
+from vidfuse.cli import main
+from vidfuse.data.pipeline import clip_dataset, video_table
+from vidfuse.data.transforms import to_model_input
+from vidfuse.engine import rundir
+from vidfuse.engine.checkpoint import save_checkpoint
+from vidfuse.engine.evaluate import load_run_model, video_scores_from_clips
+from vidfuse.errors import VidfuseError
+from vidfuse.models import build_model, model_from_config
+
+FRAMES, SIZE = 8, 32
+
+
+def make_model_run(root: Path, labels: list[str], *, data_path: str = "", name: str = "tiny") -> tuple[Path, nn.Module]:
+    """A run folder with a randomly initialised resnet-10 (gap head) saved as best.pt, as training leaves it."""
+    config = config_lib.load(overrides=[
+        f"run.name={name}", f"run.storage={root}", "model.arch=resnet", "model.depth=10", "model.shortcut=A",
+        f"model.num_classes={len(labels)}", "model.fusion=gap", "model.fusion_layers=[layer4]",
+        f"data.sample_duration={FRAMES}", f"data.sample_size={SIZE}", f"data.path={data_path}", "run.batch_size=4",
+    ])
+    torch.manual_seed(0)
+    model = model_from_config(config.model, config.data).eval()
+    run_dir = rundir.run_dir_of(config)
+    run_dir.mkdir(parents=True)
+    config_lib.save(config, run_dir / rundir.CONFIG)
+    save_checkpoint(run_dir / "best.pt", {"model": model.state_dict(), "config": config.to_dict(),
+                                          "labels": labels, "epoch": 3})
+    return run_dir, model
+
+
+def test_load_run_model_gives_back_the_trained_weights(tmp_path):
+    run_dir, model = make_model_run(tmp_path, ["a", "b", "c"])
+    loaded, config, labels, path = load_run_model(run_dir)
+    assert (labels, path, config.model.depth) == (["a", "b", "c"], run_dir / "best.pt", 10)
+    assert not loaded.training
+    for (name, value), (name2, value2) in zip(model.state_dict().items(), loaded.state_dict().items()):
+        assert name == name2 and torch.equal(value, value2)
+    clips = torch.randn(2, 3, FRAMES, SIZE, SIZE)
+    torch.testing.assert_close(loaded(clips), model(clips))
+
+
+def test_bad_checkpoints_and_folders_are_clear_errors(tmp_path):
+    run_dir, _ = make_model_run(tmp_path, ["a", "b", "c"])
+    other = build_model(arch="resnet", depth=18, shortcut="A", num_classes=3, fusion="gap", fusion_layers=("layer4",))
+    save_checkpoint(tmp_path / "other.pt", {"model": other.state_dict(), "labels": ["a", "b", "c"]})
+    with pytest.raises(VidfuseError, match=r"other\.pt: weights do not fit the run's model \(resnet-10"):
+        load_run_model(run_dir, str(tmp_path / "other.pt"))
+    with pytest.raises(VidfuseError, match="checkpoint not found"):
+        load_run_model(run_dir, "last")
+    with pytest.raises(VidfuseError, match="not a vidfuse run folder"):
+        load_run_model(tmp_path)
+
+
+def test_clip_probabilities_are_averaged_per_video():
+    rng = np.random.default_rng(0)
+    videos = [{"video_index": i, "video_id": f"v{i}", "label": i % 3} for i in (10, 11, 12, 13)]
+    video_index = np.array([12, 10, 12, 11, 10, 12])  # video 13 yields no clip
+    clip_index = np.array([2, 1, 0, 0, 0, 1])
+    probs = rng.dirichlet(np.ones(3), size=6)
+
+    scores = video_scores_from_clips(videos, video_index, clip_index, probs)
+    assert scores.video_ids == ["v10", "v11", "v12"] and scores.unscored == ["v13"]
+    assert scores.windows == [[0, 1], [0], [0, 1, 2]]
+    for row, video in enumerate((10, 11, 12)):
+        np.testing.assert_allclose(scores.probs[row].numpy(), probs[video_index == video].mean(axis=0), rtol=1e-6)
+    assert scores.labels.tolist() == [1, 2, 0]
+    clip_labels = np.array([{10: 1, 11: 2, 12: 0}[v] for v in video_index])
+    assert scores.clip_correct.tolist() == (probs.argmax(axis=1) == clip_labels).tolist()
+    with pytest.raises(ValueError, match="missing from the test list"):
+        video_scores_from_clips(videos, np.array([99]), np.array([0]), probs[:1])
+
+
+def _controlled_model(num_classes: int) -> nn.Module:
+    """Logits = a fixed linear map of the per-frame mean colour of the clip: a known function of each clip."""
+
+    class MeanColourModel(nn.Module):  # defined here so that Ray pickles it by value for its actors
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear = nn.Linear(3 * FRAMES, num_classes)
+            torch.manual_seed(1)
+            nn.init.normal_(self.linear.weight, std=0.5)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (N, 3, T, H, W)
+            features = x.mean(dim=(3, 4)).flatten(1) / 50  # (N, 3 * T)
+            return self.linear(features)  # (N, classes)
+
+    return MeanColourModel().eval()
+
+
+def _expected_metrics(path: str, model: nn.Module, num_classes: int) -> tuple[dict[str, float], dict[str, list[int]]]:
+    """Video top-1 / top-5, clip accuracy and mean class accuracy computed directly from every test clip."""
+    rows = clip_dataset(path, split=1, subset="test", mode="test", sample_duration=FRAMES, sample_size=SIZE).take_all()
+    clips = torch.from_numpy(np.stack([row["clip"] for row in rows]))
+    with torch.no_grad():
+        logits = model(to_model_input(clips, norm="kinetics")).double().numpy()
+    probs = np.exp(logits - logits.max(axis=1, keepdims=True))
+    probs /= probs.sum(axis=1, keepdims=True)
+    labels = np.array([row["label"] for row in rows])
+    ids = {v["video_index"]: v["video_id"] for v in video_table(path, split=1, subset="test")}
+    per_video: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        per_video.setdefault(ids[int(row["video_index"])], []).append(i)
+    top1, top5, truth = [], [], []
+    for members in per_video.values():
+        mean = probs[members].mean(axis=0)
+        label = labels[members[0]]
+        ranked = list(np.argsort(-mean))
+        top1.append(ranked[0] == label)
+        top5.append(label in ranked[:5])
+        truth.append(label)
+    top1, truth = np.array(top1), np.array(truth)
+    class_accs = [top1[truth == c].mean() for c in range(num_classes) if (truth == c).any()]
+    windows = {vid: sorted(int(rows[i]["clip_index"]) for i in members) for vid, members in per_video.items()}
+    return {
+        "videos": len(per_video), "clips": len(rows), "top1_acc": top1.mean(), "top5_acc": np.mean(top5),
+        "clip_acc": np.mean(probs.argmax(axis=1) == labels), "mean_class_acc": np.mean(class_accs),
+    }, windows
+
+
+def test_test_command_scores_every_window_with_ray_data(tiny_dataset, ray_session, tmp_path, monkeypatch, capsys):
+    labels = list(tiny_dataset.labels)
+    run_dir, _ = make_model_run(tmp_path, labels, data_path=str(tiny_dataset.parquet))
+    model = _controlled_model(len(labels))
+    config = rundir.read_config(run_dir)
+    monkeypatch.setattr("vidfuse.commands.test.load_run_model",
+                        lambda run, checkpoint: (model, config, labels, run_dir / "best.pt"))
+
+    assert main(["test", "--run", str(run_dir), "--workers", "2"]) == 0
+    summary = json.loads((run_dir / "test" / "summary.json").read_text())
+    expected, windows = _expected_metrics(str(tiny_dataset.parquet), model, len(labels))
+    assert 0 < expected["clip_acc"] < 1  # the controlled model is right on some clips only: a real check
+    for key, value in expected.items():
+        assert summary[key] == pytest.approx(value, abs=1e-6), key
+    assert summary["top1_error"] == pytest.approx(1 - expected["top1_acc"])
+    assert (summary["split"], summary["clips_per_video"]) == (1, "all")
+
+    predictions = [json.loads(line) for line in (run_dir / "test" / "predictions.jsonl").read_text().splitlines()]
+    assert {p["video_id"]: p["windows"] for p in predictions} == windows
+    first = predictions[0]
+    assert len(first["top5"]) == min(5, len(labels)) and first["label_name"] == labels[first["label"]]
+    assert [t["prob"] for t in first["top5"]] == sorted((t["prob"] for t in first["top5"]), reverse=True)
+    assert first["correct"] == (first["top5"][0]["label"] == first["label"])
+
+    with open(run_dir / "test" / "per_class.csv") as f:
+        per_class = list(csv.DictReader(f))
+    assert [row["name"] for row in per_class] == labels
+    assert sum(int(row["videos"]) for row in per_class) == expected["videos"]
+    assert sum(int(row["correct"]) for row in per_class) == round(expected["top1_acc"] * expected["videos"])
+    assert (run_dir / "test" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
+    assert f"confusion: {run_dir / 'test' / 'confusion.png'}" in capsys.readouterr().out
+
+
+def test_test_command_with_n_clips_scores_n_evenly_spaced_windows(tiny_dataset, ray_session, tmp_path):
+    run_dir, _ = make_model_run(tmp_path, list(tiny_dataset.labels), data_path=str(tiny_dataset.parquet))
+    assert main(["test", "--run", str(run_dir), "--clips", "3", "--workers", "1"]) == 0
+    predictions = [json.loads(line) for line in (run_dir / "test" / "predictions.jsonl").read_text().splitlines()]
+    n_frames = {v["video_id"]: v["n_frames"] for v in video_table(str(tiny_dataset.parquet), split=1, subset="test")}
+    assert len(predictions) == len(n_frames)
+    for p in predictions:  # starts spread from the first to the last full window, without duplicates
+        starts = {round(s) for s in np.linspace(0, max(n_frames[p["video_id"]] - FRAMES, 0), 3)}
+        assert len(p["windows"]) == len(starts)
+    assert any(len(p["windows"]) == 3 for p in predictions)  # not what "all" gives for 16 frames (2 windows)
+    summary = json.loads((run_dir / "test" / "summary.json").read_text())
+    assert summary["clips_per_video"] == 3 and summary["clips"] == sum(len(p["windows"]) for p in predictions)

@@ -1,0 +1,51 @@
+"""`launch.py test --run RUN_DIR [--checkpoint best|last|PATH] [--clips all|N] [--workers N]`.
+
+Scores the official test list of the run's split with Ray Data batch inference (every window of every video,
+or N evenly spaced ones), averages the softmax per video and writes RUN_DIR/test/: summary.json,
+predictions.jsonl, per_class.csv and confusion.png. Joins the cluster named by RAY_ADDRESS, or starts a local Ray.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from vidfuse.engine.driver import ensure_ray
+from vidfuse.engine.evaluate import load_run_model, score_test_set
+from vidfuse.report.testdir import write_test_results
+
+
+def clips_per_video(text: str) -> int | None:
+    """`all` -> None (every window), or a positive number of evenly spaced windows."""
+    if text == "all":
+        return None
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"--clips must be 'all' or a positive integer, got {text!r}")
+    return int(text)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--run", required=True, metavar="RUN_DIR", help="trained run folder")
+    parser.add_argument("--checkpoint", default="best", metavar="best|last|PATH",
+                        help="weights to score (default: best, the epoch with the best val video accuracy)")
+    parser.add_argument("--clips", type=clips_per_video, default=None, metavar="all|N",
+                        help="windows per video: all non-overlapping ones (default) or N evenly spaced")
+    parser.add_argument("--workers", type=int, default=None, metavar="N",
+                        help="most scorer actors (default: one per GPU, or the CPUs left after decoding)")
+
+
+def run(args: argparse.Namespace) -> int:
+    model, config, labels, checkpoint = load_run_model(args.run, args.checkpoint)
+    ensure_ray(config)
+    scores = score_test_set(model, config, clips=args.clips, workers=args.workers)
+    details = {"checkpoint": str(checkpoint), "data": config.data.path, "split": config.data.split,
+               "subset": "test", "clips_per_video": "all" if args.clips is None else args.clips}
+    paths = write_test_results(args.run, scores, labels, details)
+    summary = scores.summary()
+    print(f"{summary['videos']} test videos ({summary['clips']} clips) of split {config.data.split}, {checkpoint.name}: "
+          f"top-1 error {100 * summary['top1_error']:.2f} %, top-5 error {100 * summary['top5_error']:.2f} %, "
+          f"clip accuracy {100 * summary['clip_acc']:.2f} %, mean class accuracy {100 * summary['mean_class_acc']:.2f} %")
+    if scores.unscored:
+        print(f"warning: {len(scores.unscored)} test videos gave no clip and are not scored: {scores.unscored[:5]}")
+    for name, path in paths.items():
+        print(f"{name}: {path}")
+    return 0
