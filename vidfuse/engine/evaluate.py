@@ -84,7 +84,7 @@ class ClipScorer:
         self.precision = precision
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        clips = torch.from_numpy(np.ascontiguousarray(batch["clip"]))  # (B, T, H, W, C) uint8
+        clips = torch.tensor(batch["clip"])  # (B, T, H, W, C) uint8; a copy, as Ray hands read-only arrays
         probs = clip_probabilities(self.model, clips, norm=self.norm, device=self.device, precision=self.precision)
         return {
             "probs": probs.numpy(),

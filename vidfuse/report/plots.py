@@ -84,7 +84,7 @@ def confusion_figure(
     figure = _new_figure(side * 1.4, side)
     matrix_axes, pairs_axes = figure.subplots(1, 2, width_ratios=[3.2, 1])
     image = matrix_axes.imshow(normalised, cmap="Blues", vmin=0, vmax=1, interpolation="nearest")
-    fontsize = float(np.clip(420 / max(num_classes, 1), 4, 10))
+    fontsize = float(np.clip(480 / max(num_classes, 1), 5, 10))
     ticks = np.arange(num_classes)
     matrix_axes.set_xticks(ticks, labels, rotation=90, fontsize=fontsize)
     matrix_axes.set_yticks(ticks, labels, fontsize=fontsize)
@@ -92,7 +92,7 @@ def confusion_figure(
     figure.colorbar(image, ax=matrix_axes, fraction=0.03, label="fraction of the true class")
     pairs_axes.axis("off")
     lines = [f"{labels[t]} -> {labels[p]}: {n} ({100 * normalised[t, p]:.0f} %)" for t, p, n in pairs]
-    pairs_axes.set_title("most confused (true -> predicted)", fontsize=10, loc="left")
+    pairs_axes.set_title("most confused: true -> predicted", fontsize=10, loc="left")
     pairs_axes.text(0, 1, "\n".join(lines) or "no confusions", va="top", ha="left", fontsize=9, family="monospace",
                     transform=pairs_axes.transAxes)
     return figure
@@ -101,5 +101,5 @@ def confusion_figure(
 def save_figure(figure: Figure, path: str | os.PathLike, dpi: int = 120) -> Path:
     """Write the figure as PNG atomically; returns the path."""
     with atomic_output(path) as tmp:
-        figure.savefig(tmp, dpi=dpi, format="png")
+        figure.savefig(tmp, dpi=dpi, format="png", bbox_inches="tight")  # side text fits whole
     return Path(path)
