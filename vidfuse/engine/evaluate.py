@@ -104,9 +104,12 @@ class VideoScores:
     clip_correct: torch.Tensor  # (N,) bool, top-1 of every scored clip
     unscored: list[str]  # test videos that yielded no clip
 
+    def confusion(self) -> torch.Tensor:
+        """(C, C) video counts of the top-1 predictions: row = true class, column = predicted."""
+        return metrics.confusion_matrix(self.probs.argmax(dim=1), self.labels, self.probs.shape[1])
+
     def summary(self) -> dict[str, Any]:
         """Video-level top-1 / top-5 accuracy and error, clip accuracy, mean class accuracy, counts."""
-        confusion = metrics.confusion_matrix(self.probs.argmax(dim=1), self.labels, self.probs.shape[1])
         top1 = metrics.topk_accuracy(self.probs, self.labels, 1)
         top5 = metrics.topk_accuracy(self.probs, self.labels, 5)
         return {
@@ -117,7 +120,7 @@ class VideoScores:
             "top5_acc": top5,
             "top5_error": 1 - top5,
             "clip_acc": self.clip_correct.float().mean().item() if self.clip_correct.numel() else 0.0,
-            "mean_class_acc": metrics.mean_class_accuracy(confusion),
+            "mean_class_acc": metrics.mean_class_accuracy(self.confusion()),
             "unscored_videos": self.unscored,
         }
 
@@ -173,11 +176,10 @@ def score_test_set(
     batch_size: int | None = None,
 ) -> VideoScores:
     """Score the official test list of the run's split: every window per video (`clips=None`) or N evenly
-    spaced ones, on a pool of up to `workers` scorer actors (default: every GPU, or the CPUs left over)."""
+    spaced ones, on a pool of up to `workers` scorer actors (default: every GPU, or the CPUs left over), in
+    batches of `batch_size` clips (default: the run's `run.batch_size`)."""
     data = config.data
-    videos = video_table(data.path, split=data.split, subset="test")
-    if not videos:
-        raise VidfuseError(f"{data.path}: split {data.split} has no test videos")
+    videos = video_table(data.path, split=data.split, subset="test")  # clear error when the split has none
     dataset = clip_dataset(
         data.path, split=data.split, subset="test", mode="test" if clips is None else "val",
         sample_duration=data.sample_duration, sample_size=data.sample_size, sample_stride=data.sample_stride,

@@ -74,7 +74,7 @@ def write_test_results(
 ) -> dict[str, Path]:
     """Write the four files (each atomically); `details` (checkpoint, split, ...) goes into the summary."""
     out = test_dir(run_dir)
-    confusion = metrics.confusion_matrix(scores.probs.argmax(dim=1), scores.labels, len(labels))
+    confusion = scores.confusion()
     summary = {**details, **scores.summary()}
     rundir.write_json(out / SUMMARY, summary)
     figure = confusion_figure(
