@@ -24,6 +24,7 @@ from vidfuse.engine.checkpoint import save_checkpoint
 from vidfuse.engine.evaluate import load_run_model, video_scores_from_clips
 from vidfuse.errors import VidfuseError
 from vidfuse.models import build_model, model_from_config
+from vidfuse.report.testdir import write_test_results
 
 FRAMES, SIZE = 8, 32
 
@@ -85,6 +86,43 @@ def test_clip_probabilities_are_averaged_per_video():
     assert scores.clip_correct.tolist() == (probs.argmax(axis=1) == clip_labels).tolist()
     with pytest.raises(ValueError, match="missing from the test list"):
         video_scores_from_clips(videos, np.array([99]), np.array([0]), probs[:1])
+
+
+def test_test_files_hold_top5_per_class_counts_and_the_confusion(tmp_path):
+    labels = [f"class{c}" for c in range(7)]
+    rng = np.random.default_rng(3)
+    videos = [{"video_index": i, "video_id": f"v{i}", "label": i % 7} for i in range(20)]
+    video_index = np.repeat(np.arange(20), 2)  # two windows per video
+    probs = rng.dirichlet(np.full(7, 0.3), size=40)
+    scores = video_scores_from_clips(videos, video_index, np.tile([0, 1], 20), probs)
+    paths = write_test_results(tmp_path, scores, labels, {"split": 1})
+
+    mean = probs.reshape(20, 2, 7).mean(axis=1)
+    predictions = [json.loads(line) for line in paths["predictions"].read_text().splitlines()]
+    for video, p in enumerate(predictions):
+        order = np.argsort(-mean[video])[:5]
+        assert [t["label"] for t in p["top5"]] == order.tolist()
+        assert [t["name"] for t in p["top5"]] == [labels[c] for c in order]
+        np.testing.assert_allclose([t["prob"] for t in p["top5"]], mean[video][order], atol=1e-6)
+        assert p["windows"] == [0, 1] and p["correct"] == (order[0] == video % 7)
+
+    predicted = mean.argmax(axis=1)
+    truth = np.arange(20) % 7
+    with open(paths["per_class"]) as f:
+        per_class = list(csv.DictReader(f))
+    for c, row in enumerate(per_class):
+        mine = predicted[truth == c]
+        assert (int(row["videos"]), int(row["correct"])) == (len(mine), int(np.sum(mine == c)))
+        assert float(row["accuracy"]) == pytest.approx(np.mean(mine == c), abs=1e-4)
+        wrong = [int(x) for x in mine if x != c]
+        if wrong:
+            counts = np.bincount(wrong, minlength=7)
+            assert int(row["times"]) == counts.max() and row["most_confused_with"] == labels[int(counts.argmax())]
+    summary = json.loads(paths["summary"].read_text())
+    assert summary["split"] == 1 and summary["top1_acc"] == pytest.approx(np.mean(predicted == truth))
+    assert paths["confusion"] == tmp_path / "test" / "confusion.png" and paths["confusion"].stat().st_size > 0
+    assert sorted(p.name for p in (tmp_path / "test").iterdir()) == \
+        ["confusion.png", "per_class.csv", "predictions.jsonl", "summary.json"]  # no temporary files left
 
 
 def _controlled_model(num_classes: int) -> nn.Module:
@@ -165,6 +203,12 @@ def test_test_command_scores_every_window_with_ray_data(tiny_dataset, ray_sessio
     assert sum(int(row["correct"]) for row in per_class) == round(expected["top1_acc"] * expected["videos"])
     assert (run_dir / "test" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
     assert f"confusion: {run_dir / 'test' / 'confusion.png'}" in capsys.readouterr().out
+
+
+def test_test_command_rejects_a_bad_clip_count(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["test", "--run", "somewhere", "--clips", "0"])
+    assert exit_info.value.code == 2 and "--clips must be 'all' or a positive integer" in capsys.readouterr().err
 
 
 def test_test_command_with_n_clips_scores_n_evenly_spaced_windows(tiny_dataset, ray_session, tmp_path):

@@ -165,6 +165,8 @@ def test_baseline_comparison_is_mcnemar_on_the_same_videos(tmp_path):
     assert 0 < low < 19 / 60 < high
     assert rows["untested"]["verdict"] == "not tested yet"
     assert rows["split2"]["verdict"].startswith("not comparable")
+    with pytest.raises(VidfuseError, match="baseline .*untested has no test results"):
+        compare_to_baseline(runs[2], [baseline])
 
 
 def test_report_command_prints_and_writes_table_comparison_and_curves(tmp_path, capsys):
