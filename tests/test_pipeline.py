@@ -1,0 +1,90 @@
+"""The Ray Data clip pipeline on the tiny synthetic set: shapes, coverage of test windows, per-epoch draws."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections import Counter
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from vidfuse.data.pipeline import clip_dataset, eval_clips, video_table
+from vidfuse.errors import VidfuseError
+
+T, S = 8, 32  # clip length and crop size; the tiny videos have 16 frames of 48 x 48
+
+
+def _collect(ds) -> dict[str, np.ndarray]:
+    """One execution of `ds` as numpy columns (keeps the dtypes that `take_all` would turn into Python ints)."""
+    batches = list(ds.iter_batches(batch_size=None, batch_format="numpy"))
+    return {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
+
+
+def _by_key(columns: dict[str, np.ndarray]) -> dict[tuple[int, int], dict]:
+    """`(video_index, clip_index) -> row`, asserting that no clip arrives twice."""
+    keys = list(zip(columns["video_index"].tolist(), columns["clip_index"].tolist()))
+    assert max(Counter(keys).values()) == 1, "a clip arrived twice"
+    return {key: {name: values[i] for name, values in columns.items()} for i, key in enumerate(keys)}
+
+
+def test_video_table_lists_the_subset_sorted(tiny_dataset):
+    table = video_table(tiny_dataset.parquet, split=1, subset="test")
+    assert len(table) == 8 and [r["video_index"] for r in table] == sorted(r["video_index"] for r in table)
+    assert all(tiny_dataset.labels[r["label"]] == r["label_name"] and r["n_frames"] == 16 for r in table)
+    assert all(int(r["video_id"].split("_g")[1][:2]) % 3 == 1 for r in table)  # split 1 tests groups 1, 4, ..
+
+
+def test_test_mode_yields_every_window_of_every_video_once(tiny_dataset, ray_session):
+    stride = 2
+    videos = video_table(tiny_dataset.parquet, split=1, subset="test")
+    columns = _collect(clip_dataset(tiny_dataset.parquet, split=1, subset="test", mode="test", sample_duration=3,
+                                    sample_size=S, sample_stride=stride))
+    clips = _by_key(columns)
+    expected = {(v["video_index"], i) for v in videos for i in range(math.ceil(v["n_frames"] / (3 * stride)))}
+    assert set(clips) == expected  # 16 frames, span 6 -> 3 windows per video
+    assert columns["clip"].shape == (len(expected), 3, S, S, 3) and columns["clip"].dtype == np.uint8
+    assert {columns[k].dtype for k in ("label", "video_index", "clip_index")} == {np.dtype(np.int64)}
+    labels = {v["video_index"]: v["label"] for v in videos}
+    assert all(row["label"] == labels[key[0]] for key, row in clips.items())
+
+    # the same clips as `eval_clips` (predict's path) makes from the stored frames
+    stored = {r["video_index"]: r["frames"] for r in pq.read_table(tiny_dataset.parquet).to_pylist()}
+    index = videos[0]["video_index"]
+    frames = [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in stored[index]]
+    reference, starts = eval_clips(frames, sample_duration=3, sample_size=S, short_side=48, sample_stride=stride)
+    assert starts == [0, 6, 12]
+    for i, clip in enumerate(reference):
+        np.testing.assert_array_equal(clips[(index, i)]["clip"], clip)
+
+
+def test_val_mode_gives_n_evenly_spaced_clips(tiny_dataset, ray_session):
+    columns = _collect(clip_dataset(tiny_dataset.parquet, split=1, subset="val", mode="val", sample_duration=T,
+                                    sample_size=S, n_val_clips=3))
+    videos = video_table(tiny_dataset.parquet, split=1, subset="val")
+    assert set(_by_key(columns)) == {(v["video_index"], i) for v in videos for i in range(3)}
+
+
+def test_train_mode_draws_new_windows_and_crops_every_epoch(tiny_dataset, ray_session):
+    ds = clip_dataset(tiny_dataset.parquet, split=1, subset="train", mode="train", sample_duration=T,
+                      sample_size=S, seed=0)
+    videos = {v["video_index"] for v in video_table(tiny_dataset.parquet, split=1, subset="train")}
+    epochs = [_by_key(_collect(ds)) for _ in range(2)]
+    for epoch in epochs:
+        assert set(epoch) == {(v, 0) for v in videos}  # one clip per training video per epoch
+        assert all(r["clip"].shape == (T, S, S, 3) for r in epoch.values())
+    changed = [not np.array_equal(epochs[0][k]["clip"], epochs[1][k]["clip"]) for k in epochs[0]]
+    assert sum(changed) >= len(changed) - 1
+
+
+def test_bad_requests_name_the_problem(tiny_dataset):
+    with pytest.raises(VidfuseError, match="no split 4"):
+        clip_dataset(tiny_dataset.parquet, split=4, subset="train", mode="train", sample_duration=T, sample_size=S)
+    with pytest.raises(VidfuseError, match="subset 'bogus'"):
+        video_table(tiny_dataset.parquet, split=1, subset="bogus")
+    with pytest.raises(VidfuseError, match="sampling mode"):
+        clip_dataset(tiny_dataset.parquet, split=1, subset="test", mode="eval", sample_duration=T, sample_size=S)
+    with pytest.raises(VidfuseError, match="not a prepared data set"):
+        video_table(tiny_dataset.parquet.parent, split=1, subset="test")
