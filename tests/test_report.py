@@ -7,7 +7,6 @@ format), so these tests do not depend on training or on `test`.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import statistics
 from fractions import Fraction

@@ -41,9 +41,10 @@ def run(args: argparse.Namespace) -> int:
                "subset": "test", "clips_per_video": "all" if args.clips is None else args.clips}
     paths = write_test_results(args.run, scores, labels, details)
     summary = scores.summary()
-    print(f"{summary['videos']} test videos ({summary['clips']} clips) of split {config.data.split}, {checkpoint.name}: "
-          f"top-1 error {100 * summary['top1_error']:.2f} %, top-5 error {100 * summary['top5_error']:.2f} %, "
-          f"clip accuracy {100 * summary['clip_acc']:.2f} %, mean class accuracy {100 * summary['mean_class_acc']:.2f} %")
+    print(f"{summary['videos']} test videos ({summary['clips']} clips) of split {config.data.split}, "
+          f"{checkpoint.name}: top-1 error {100 * summary['top1_error']:.2f} %, "
+          f"top-5 error {100 * summary['top5_error']:.2f} %, clip accuracy {100 * summary['clip_acc']:.2f} %, "
+          f"mean class accuracy {100 * summary['mean_class_acc']:.2f} %")
     if scores.unscored:
         print(f"warning: {len(scores.unscored)} test videos gave no clip and are not scored: {scores.unscored[:5]}")
     for name, path in paths.items():

@@ -40,7 +40,8 @@ def compare_to_baseline(baseline_dir: str | os.PathLike, run_dirs: Sequence[str 
     baseline_dir = Path(baseline_dir)
     baseline = testdir.read_top1_correct(baseline_dir)
     if baseline is None:
-        raise VidfuseError(f"baseline {baseline_dir} has no test results: run `launch.py test --run {baseline_dir}` first")
+        raise VidfuseError(
+            f"baseline {baseline_dir} has no test results: run `launch.py test --run {baseline_dir}` first")
     rows = []
     for run_dir in map(Path, run_dirs):
         if run_dir.resolve() == baseline_dir.resolve():

@@ -45,7 +45,8 @@ def curves_figure(records: Sequence[dict[str, Any]], title: str) -> Figure:
     figure = _new_figure(13, 3.8)
     accuracy, loss, lr = figure.subplots(1, 3)
     figure.suptitle(title)
-    for key, label in (("train_acc", "train (clips)"), ("val_clip_acc", "val (clips)"), ("val_video_acc", "val (videos)")):
+    accuracies = (("train_acc", "train (clips)"), ("val_clip_acc", "val (clips)"), ("val_video_acc", "val (videos)"))
+    for key, label in accuracies:
         epochs, values = _series(records, key)
         accuracy.plot(epochs, [100 * v for v in values], marker=".", label=label)
     accuracy.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")

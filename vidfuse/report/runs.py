@@ -31,7 +31,7 @@ def find_run_dirs(paths: Sequence[str | os.PathLike]) -> list[Path]:
         below = sorted(p.parent for pattern in ("*", "*/*") for p in path.glob(f"{pattern}/{rundir.CONFIG}"))
         if not below:
             raise VidfuseError(
-                f"{path} is not a vidfuse run folder (no {rundir.CONFIG}) and holds no run folders one or two levels below")
+                f"{path} is not a vidfuse run folder (no {rundir.CONFIG}) and holds none one or two levels below")
         found.extend(below)
     return list(dict.fromkeys(found))  # a run named twice is reported once
 
