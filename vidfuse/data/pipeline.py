@@ -10,7 +10,8 @@ clip making for `predict` without Ray.
 The consumer (`iter_torch_batches` on each Train worker) keeps clips uint8 until they are on its device, where
 `transforms.to_model_input` converts and normalises them. Decoding asks for CPUs only, so on a cluster it runs
 on CPU nodes while GPU nodes train. CPU headroom (RAY_NOTES): the decoder pool is at most CPUs - 1 actors and
-the read tasks ask for a fraction of a CPU, so reads, decoders and 2 Train workers fit in `ray.init(num_cpus=4)`.
+the read tasks ask for a fraction of a CPU (and run at most one per decoder, as each new task may start a worker
+process), so reads, decoders and 2 Train workers fit in `ray.init(num_cpus=4)`.
 
 `clip_index` is the window's number within its video (train: always 0; val: 0..n_val_clips-1; test: 0..k-1
 over the non-overlapping windows).
@@ -125,12 +126,14 @@ def _decoder_pool_size(decode_workers: int) -> int:
 def clip_dataset(
     path: Path | str, *, split: int, subset: str, mode: str, sample_duration: int, sample_size: int,
     sample_stride: int = 1, n_val_clips: int = 3, seed: int = 0, decode_workers: int = 1,
-    videos_per_batch: int = VIDEOS_PER_BATCH,
+    videos_per_batch: int = VIDEOS_PER_BATCH, shard: tuple[int, int] | None = None,
 ) -> ray.data.Dataset:
     """A Ray Dataset of clips of the `subset` videos of split `split`, sampled for `mode` (train / val / test).
 
     Train rows get a new random window and crop every time the dataset is executed (each epoch), reproducibly
-    from `seed`; val and test rows are the same every time.
+    from `seed`; val and test rows are the same every time. `shard=(rank, world)` keeps the videos whose
+    `video_index % world == rank`, before decoding: each Train worker scores its own share of the val videos,
+    every clip exactly once (Train's `streaming_split(equal=True)` would drop the remainder).
     """
     path = Path(path)
     _check_subset(path, split, subset)
@@ -138,12 +141,18 @@ def clip_dataset(
         raise VidfuseError(f"unknown sampling mode {mode!r}; choose one of: {', '.join(MODES)}")
     from ray.data.expressions import col, lit, random
 
+    pool_size = _decoder_pool_size(decode_workers)
     ds = ray.data.read_parquet(
         [str(p) for p in shard_paths(path)],
         num_cpus=READ_CPUS,
+        concurrency=pool_size,  # a reader streams row groups far faster than a decoder decodes them
         shuffle=ray.data.FileShuffleConfig(seed=seed, reseed_after_execution=True) if mode == "train" else None,
     )
-    ds = ds.filter(expr=col(f"split{split}") == lit(subset)).select_columns(
+    keep = col(f"split{split}") == lit(subset)
+    if shard is not None:
+        rank, world = shard
+        keep = keep & (col("video_index") % lit(world) == lit(rank))
+    ds = ds.filter(expr=keep).select_columns(
         ["video_index", "label", "n_frames", "frames"]
     )
     if mode == "train":
@@ -154,7 +163,7 @@ def clip_dataset(
                                    sample_stride=sample_stride, n_val_clips=n_val_clips),
         batch_size=videos_per_batch,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=_decoder_pool_size(decode_workers)),
+        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pool_size),
         num_cpus=DECODER_CPUS,
     )
 

@@ -1,0 +1,181 @@
+"""Train-clip throughput: the Ray Data pipeline vs a naive per-frame PIL loader vs the JPEG decode limit.
+
+All cases make 16 x 112 x 112 train clips (random window, multi-scale corner crop, flip) from the 4 real UCF101
+clips in ../shared/data/clips (320 x 240):
+- naive:        the 3D-ResNets-PyTorch loader: per frame `PIL.Image.open` from a frame folder (320 x 240 JPEGs),
+                full decode, crop, resize, flip; one process (1 core);
+- decode_limit: only decoding the 16 JPEGs of a random window from the prepared Parquet rows (short side 128),
+                in memory, one process (1 core): no loader can beat this per core;
+- ray_data:     `clip_dataset(mode="train")` from Parquet (short side 128) with 1 and with all-cores decoders,
+                consumed with `iter_torch_batches`; first-batch latency (per epoch = per execution) is reported
+                apart from the steady-state rate (between the batches at 30 % and 90 % of an epoch).
+The prepared rows are replicated (`--copies`) so that an epoch lasts long enough to have a steady state.
+Each case prints one JSON line; a final line gives the per-core ratios. Plain-loop cases report the median
+of `--repeats` runs. Run: `.venv/bin/python benchmarks/data_pipeline.py` (starts its own `ray.init`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+from PIL import Image
+
+from vidfuse.data.pipeline import clip_dataset
+from vidfuse.data.prepare import META_NAME, prepare_dataset, read_meta
+from vidfuse.data.sampling import random_start, window_indices
+from vidfuse.data.transforms import random_crop
+
+CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips" / "ucf101"
+DURATION, SIZE, SHORT_SIDE = 16, 112, 128
+
+
+def write_frame_folders(clips: Path, root: Path) -> list[Path]:
+    """Decode each real clip into `<root>/<Class>/<video>/image_00001.jpg` (the frame-folder layout)."""
+    folders = []
+    for video in sorted(clips.glob("*/*.avi")):
+        folder = root / video.parent.name / video.stem
+        folder.mkdir(parents=True)
+        with av.open(str(video), metadata_errors="ignore") as container:
+            for i, frame in enumerate(container.decode(video=0), start=1):
+                frame.to_image().save(folder / f"image_{i:05d}.jpg", quality=90)
+        folders.append(folder)
+    return folders
+
+
+def replicate(prepared: Path, out: Path, copies: int, shards: int = 4) -> None:
+    """A data set of `shards` shards (hard links of one file) holding `copies` copies of `prepared`'s rows
+    (all train in split 1), in row groups of 16 as `prepare` writes them: a long epoch, cheaply."""
+    table = pq.read_table(prepared)
+    out.mkdir()
+    pq.write_table(pa.concat_tables([table] * (copies // shards)), out / "part-00000.parquet", row_group_size=16)
+    for shard in range(1, shards):
+        os.link(out / "part-00000.parquet", out / f"part-{shard:05d}.parquet")
+    meta = read_meta(prepared)
+    meta["counts"] = {"split1": {"train": table.num_rows * (copies // shards) * shards}}
+    (out / META_NAME).write_text(json.dumps(meta))
+
+
+def naive_clip(folder: Path, n_frames: int, rng: np.random.Generator) -> np.ndarray:
+    """3D-ResNets-PyTorch style: per frame open + full decode, crop, resize, flip."""
+    crop = random_crop(rng)
+    indices = window_indices(random_start(n_frames, DURATION, rng), n_frames, duration=DURATION)
+    frames = []
+    for i in indices:
+        image = Image.open(folder / f"image_{i + 1:05d}.jpg").convert("RGB")
+        top, left, side = crop.box(*image.size)
+        image = image.crop((left, top, left + side, top + side)).resize((SIZE, SIZE), Image.BILINEAR)
+        if crop.flip:
+            image = image.transpose(Image.FLIP_LEFT_RIGHT)
+        frames.append(np.asarray(image))
+    return np.stack(frames)
+
+
+def decode_only(jpegs: list[bytes], rng: np.random.Generator) -> list[Image.Image]:
+    """Decode the JPEGs of one random window, nothing else."""
+    indices = window_indices(random_start(len(jpegs), DURATION, rng), len(jpegs), duration=DURATION)
+    return [Image.open(io.BytesIO(jpegs[i])).convert("RGB") for i in indices]
+
+
+def time_loop(make_clip, n_clips: int, repeats: int) -> float:
+    """Median clips/s of `repeats` runs of `n_clips` calls."""
+    rates = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(n_clips):
+            make_clip()
+        rates.append(n_clips / (time.perf_counter() - start))
+    return statistics.median(rates)
+
+
+def time_ray(path: Path, decode_workers: int, epochs: int, batch_size: int) -> dict:
+    """Per epoch: first-batch latency, the whole epoch's clips/s, and the steady-state clips/s measured between
+    the batches at 30 % and 90 % of the epoch (clips decoded ahead while the first batch was awaited are spent by
+    then, so this is the rate the pipeline sustains); the medians over epochs."""
+    ds = clip_dataset(path, split=1, subset="train", mode="train", sample_duration=DURATION, sample_size=SIZE,
+                      decode_workers=decode_workers)
+    first, whole, steady = [], [], []
+    for _ in range(epochs):
+        start = time.perf_counter()
+        marks = []  # (seconds since start, clips so far) after each batch
+        for batch in ds.iter_torch_batches(batch_size=batch_size, prefetch_batches=2):
+            marks.append((time.perf_counter() - start, (marks[-1][1] if marks else 0) + len(batch["clip"])))
+        total = marks[-1][1]
+        (t_a, n_a), (t_b, n_b) = (next(m for m in marks if m[1] >= share * total) for share in (0.3, 0.9))
+        first.append(marks[0][0])
+        whole.append(total / marks[-1][0])
+        steady.append((n_b - n_a) / (t_b - t_a))
+    return {"first_batch_s": [round(t, 1) for t in first], "epoch_clips_per_s": round(statistics.median(whole), 1),
+            "clips_per_s": statistics.median(steady)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--copies", type=int, default=200, help="replicas of the 4 prepared clips (default 200)")
+    parser.add_argument("--clips", type=int, default=100, help="clips per plain-loop run (default 100)")
+    parser.add_argument("--repeats", type=int, default=3, help="plain-loop runs, median reported (default 3)")
+    parser.add_argument("--epochs", type=int, default=2, help="Ray Data epochs per case, median reported (default 2)")
+    parser.add_argument("--batch-size", type=int, default=16, help="iter_torch_batches batch (default 16)")
+    args = parser.parse_args()
+    cores = os.cpu_count() or 1
+    rng = np.random.default_rng(0)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        folders = write_frame_folders(CLIPS, tmp / "frames")
+        counts = [len(list(f.glob("image_*.jpg"))) for f in folders]
+        prepare_dataset(dataset="folder", splits=None, frames=tmp / "frames", out=tmp / "four.parquet",
+                        short_side=SHORT_SIDE, val_fraction=0.0, test_fraction=0.25, workers=1, progress=False)
+        replicate(tmp / "four.parquet", tmp / "data.parquet", args.copies)
+        jpegs = [row["frames"] for row in pq.read_table(tmp / "four.parquet", columns=["frames"]).to_pylist()]
+
+        results = {}
+
+        def emit(case: str, clips_per_s: float, used_cores: int, **extra) -> None:
+            results[case] = clips_per_s / used_cores
+            print(json.dumps({"case": case, "clips_per_s": round(clips_per_s, 1), "cores": used_cores,
+                              "clips_per_s_per_core": round(clips_per_s / used_cores, 1),
+                              "clip": f"{DURATION}x{SIZE}x{SIZE}", "machine_cores": cores, **extra}), flush=True)
+
+        def naive() -> np.ndarray:
+            k = rng.integers(len(folders))
+            return naive_clip(folders[k], counts[k], rng)
+
+        emit("naive_pil_per_frame", time_loop(naive, args.clips, args.repeats), 1, source="320x240 frame folders")
+        emit("decode_limit", time_loop(lambda: decode_only(jpegs[rng.integers(len(jpegs))], rng), args.clips,
+                                       args.repeats), 1, source=f"Parquet JPEGs, short side {SHORT_SIDE}")
+
+        import ray
+
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(num_cpus=cores + 1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.data.DataContext.get_current().enable_progress_bars = False
+        try:
+            for workers in sorted({1, cores}):
+                timing = time_ray(tmp / "data.parquet", workers, args.epochs, args.batch_size)
+                emit(f"ray_data_{workers}_decoders", timing["clips_per_s"], workers,
+                     first_batch_s=timing["first_batch_s"], epoch_clips_per_s=timing["epoch_clips_per_s"],
+                     videos_per_epoch=read_meta(tmp / "data.parquet")["counts"]["split1"]["train"],
+                     source=f"Parquet JPEGs, short side {SHORT_SIDE}")
+        finally:
+            ray.shutdown()
+
+    best_ray = max(v for k, v in results.items() if k.startswith("ray_data"))
+    print(json.dumps({"case": "ratios_per_core",
+                      "ray_vs_naive": round(best_ray / results["naive_pil_per_frame"], 2),
+                      "ray_vs_decode_limit": round(best_ray / results["decode_limit"], 2),
+                      "note": "shared, noisy machine; Ray steady state = rate between 30 % and 90 % of an epoch"}))
+
+
+if __name__ == "__main__":
+    main()
