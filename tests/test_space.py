@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from ray import tune
 
 from vidfuse import config as config_lib
 from vidfuse.errors import VidfuseError
-from vidfuse.tuning.space import load_space
+from vidfuse.tuning.space import load_space, score
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -50,7 +51,8 @@ def test_smoke_space_is_tiny():
     space = load_space(REPO / "tune" / "smoke.yaml")
     assert (space.base.model.depth, space.base.data.sample_duration, space.base.data.sample_size) == (10, 8, 32)
     assert space.base.run.workers == 1 and space.base.run.gpus_per_worker == 0
-    assert (space.asha.grace_period, space.asha.max_t, space.asha.reduction_factor) == (1, 3, 2)
+    assert (space.asha.grace_period, space.asha.max_t, space.asha.reduction_factor) == (1, 2, 2)
+    assert space.search["model.fusion"] == ("grid", ["gap", "hbp", "temporal", "factorized"])
 
 
 def test_space_parses_every_distribution_and_samples_inside_its_range(tmp_path):
@@ -135,3 +137,16 @@ def test_bad_space_files_are_one_clear_line(tmp_path, text, message):
 def test_missing_space_file(tmp_path):
     with pytest.raises(VidfuseError, match="search space file not found: .*nope.yaml"):
         load_space(tmp_path / "nope.yaml")
+
+
+def test_score_orders_by_accuracy_then_by_lower_loss():
+    records = [
+        {"val_video_acc": 0.5, "val_loss": 0.1},
+        {"val_video_acc": 0.25, "val_loss": 0.01},
+        {"val_video_acc": 0.25, "val_loss": 3.0},
+        {"val_video_acc": 0.25, "val_loss": 8209.0},
+        {"val_video_acc": 0.25, "val_loss": math.nan},
+        {"val_video_acc": 0.125, "val_loss": 0.0},
+    ]
+    assert sorted(records, key=score, reverse=True) == records
+    assert all(0 <= r["val_video_acc"] - score(r) < 1.001e-6 for r in records)  # the loss only breaks ties

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,12 @@ from typing import Any
 import ray
 from ray import tune
 from ray.tune.experiment import Trial
+from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from vidfuse.errors import VidfuseError
-from vidfuse.tuning.space import METRIC, TIME_ATTR, SearchSpace
+from vidfuse.tuning.space import SCORE, TIME_ATTR, SearchSpace, score
 
 TRIALS = "trials"  # sub-folder of the experiment that holds the trials' run folders
 TRIAL_DRIVER_CPU = 0.25  # the trial function only drives its TorchTrainer; its workers reserve their own CPUs
@@ -42,17 +44,22 @@ def _trial_id(trial: Trial) -> str:
     return trial.trial_id
 
 
+class ScoreReportCallback(TuneReportCallback):
+    """Tune's report callback for Train runs, adding each epoch's `val_score` (see `space.score`) for ASHA."""
+
+    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
+        super().after_report(run_context, [{**m, SCORE: score(m)} for m in metrics], checkpoint)
+
+
 def run_trial(params: dict[str, Any], *, space: SearchSpace, trials_root: str) -> None:
     """One trial: the space's config with the sampled `params`, trained as the run `<trials_root>/<trial_id>`."""
-    from ray.tune.integration.ray_train import TuneReportCallback
-
     from vidfuse.engine.driver import build_trainer  # torch and the models load in the trial's process only
 
     config = space.trial_config(params)
     config.run.storage = trials_root
     config.run.name = tune.get_context().get_trial_id()
     # resume=True: a restarted trial continues its own run folder (a new trial has none yet and starts fresh).
-    build_trainer(config, callbacks=[TuneReportCallback()], resume=True).fit()
+    build_trainer(config, callbacks=[ScoreReportCallback()], resume=True).fit()
 
 
 def _trainable(space: SearchSpace, experiment: Path):
@@ -62,7 +69,11 @@ def _trainable(space: SearchSpace, experiment: Path):
 
 def ensure_ray(space: SearchSpace) -> None:
     """Join the cluster named by RAY_ADDRESS, or start a local Ray sized for the concurrent trials plus Ray Data
-    (the same two spare CPUs for reads and decoding that a single `train` run keeps)."""
+    (the same two spare CPUs for reads and decoding that a single `train` run keeps).
+
+    A local Ray names its dashboard to all its processes (RAY_API_SERVER_ADDRESS): Ray Train's placement-group
+    cleaner otherwise looks the State API up by scanning the machine, which fails as soon as a second Ray runs
+    there, and then every trial that ASHA stops keeps its workers' CPUs reserved until the search starves."""
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
@@ -70,7 +81,16 @@ def ensure_ray(space: SearchSpace) -> None:
         return
     run = space.base.run
     per_trial = run.workers * run.cpus_per_worker + TRIAL_DRIVER_CPU
-    ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(space.max_concurrent_trials * per_trial + 2)))
+    port = _free_port()
+    ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(space.max_concurrent_trials * per_trial + 2)),
+             include_dashboard=True, dashboard_port=port,
+             runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}})
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def run_search(space: SearchSpace, experiment: str | os.PathLike, *, samples: int = 1,
@@ -98,7 +118,7 @@ def run_search(space: SearchSpace, experiment: str | os.PathLike, *, samples: in
         trainable,
         param_space=space.param_space(),
         tune_config=tune.TuneConfig(
-            metric=METRIC,
+            metric=SCORE,
             mode="max",
             scheduler=ASHAScheduler(time_attr=TIME_ATTR, max_t=asha.max_t, grace_period=asha.grace_period,
                                     reduction_factor=asha.reduction_factor),
