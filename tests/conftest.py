@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from pathlib import Path
 
 import pytest
@@ -27,7 +28,15 @@ def ray_session(tmp_path_factory):
         token = tmp_path_factory.mktemp("ray-auth") / "auth_token"
         token.write_text(secrets.token_hex(32))
         os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
-    ray.init(num_cpus=4, include_dashboard=True, log_to_driver=False, configure_logging=False)
+    # Ray Train's placement-group cleaner finds the State API by scanning the machine, which fails while another
+    # Ray runs there (another test session): the trials that ASHA stops then keep their CPUs and a search starves.
+    # Naming the dashboard to every process of this cluster avoids the scan.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        dashboard_port = s.getsockname()[1]
+    ray.init(num_cpus=4, include_dashboard=True, dashboard_port=dashboard_port, log_to_driver=False,
+             configure_logging=False,
+             runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard_port}"}})
     yield ray
     ray.shutdown()
 
