@@ -8,11 +8,9 @@ import json
 import os
 import re
 import secrets
-import shutil
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -86,7 +84,7 @@ def test_setup_pins_the_tested_versions(cluster):
 
 # --- `ray job submit` against a head started here ------------------------------------------------------------
 #
-# The head is this test's own: its own ports (all picked free, none of Ray's defaults), its own short temp dir
+# The head is this test's own: its own ports (all picked free, none of Ray's defaults), its own temp dir
 # (where `ray start` also records its address, so no other process's `ray.init()` joins it), and its own token.
 # The session's `ray_session` Ray, if started, is untouched. It is stopped by signalling the `ray start --block`
 # process it launched, which shuts down its own Ray processes: `ray stop` would kill every Ray process on the
@@ -111,9 +109,9 @@ def _ray(env: dict[str, str], *args: str, timeout: float = 120) -> subprocess.Co
 
 
 @pytest.fixture
-def local_head(tmp_path):
+def local_head(tmp_path, tmp_path_factory):
     """A head on loopback with token authentication; yields (dashboard address, env for CLI calls)."""
-    temp_dir = Path(tempfile.mkdtemp(prefix="vf-ray-", dir="/tmp"))  # short: Ray's socket paths must stay < 108 chars
+    temp_dir = tmp_path_factory.mktemp("r")  # a short path: Ray's socket paths below it must stay < 108 chars
     token = tmp_path / "auth_token"
     token.write_text(secrets.token_hex(32))
     env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
@@ -147,7 +145,6 @@ def local_head(tmp_path):
             head.kill()
             head.wait()
         log.close()
-        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def test_ray_job_submit_trains_a_run(local_head, tiny_dataset, tmp_path):
