@@ -126,14 +126,12 @@ def _decoder_pool_size(decode_workers: int) -> int:
 def clip_dataset(
     path: Path | str, *, split: int, subset: str, mode: str, sample_duration: int, sample_size: int,
     sample_stride: int = 1, n_val_clips: int = 3, seed: int = 0, decode_workers: int = 1,
-    videos_per_batch: int = VIDEOS_PER_BATCH, shard: tuple[int, int] | None = None,
+    videos_per_batch: int = VIDEOS_PER_BATCH,
 ) -> ray.data.Dataset:
     """A Ray Dataset of clips of the `subset` videos of split `split`, sampled for `mode` (train / val / test).
 
     Train rows get a new random window and crop every time the dataset is executed (each epoch), reproducibly
-    from `seed`; val and test rows are the same every time. `shard=(rank, world)` keeps the videos whose
-    `video_index % world == rank`, before decoding: each Train worker scores its own share of the val videos,
-    every clip exactly once (Train's `streaming_split(equal=True)` would drop the remainder).
+    from `seed`; val and test rows are the same every time.
     """
     path = Path(path)
     _check_subset(path, split, subset)
@@ -148,11 +146,7 @@ def clip_dataset(
         concurrency=pool_size,  # a reader streams row groups far faster than a decoder decodes them
         shuffle=ray.data.FileShuffleConfig(seed=seed, reseed_after_execution=True) if mode == "train" else None,
     )
-    keep = col(f"split{split}") == lit(subset)
-    if shard is not None:
-        rank, world = shard
-        keep = keep & (col("video_index") % lit(world) == lit(rank))
-    ds = ds.filter(expr=keep).select_columns(
+    ds = ds.filter(expr=col(f"split{split}") == lit(subset)).select_columns(
         ["video_index", "label", "n_frames", "frames"]
     )
     if mode == "train":

@@ -40,6 +40,24 @@ def ensure_ray(config: config_lib.Config) -> None:
     ray.init(num_cpus=max(os.cpu_count() or 1, int(needed + 0.999)))
 
 
+class ValSplitDataConfig(ray.train.DataConfig):
+    """Train's default sharding for `train` (`equal=True`: DDP needs the same number of steps on every worker),
+    and an `equal=False` split of `val`, so that every validation clip is scored exactly once by some worker.
+    One val pipeline (one decoder pool) serves all workers instead of one per worker."""
+
+    def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
+        others = {name: ds for name, ds in datasets.items() if name != "val"}
+        output = super().configure(others, world_size, worker_handles, worker_node_ids, **kwargs)
+        if "val" not in datasets:  # Train V2 configures one dataset at a time
+            return output
+        val = datasets["val"].copy(datasets["val"])
+        val.set_name("val")
+        val.context.execution_options = self._resolve_execution_options("val")
+        for rank, split in enumerate(val.streaming_split(world_size, equal=False)):
+            output[rank]["val"] = split
+        return output
+
+
 def _check_data(config: config_lib.Config) -> dict[str, Any]:
     """Read the data set's meta data and the videos of the split; clear errors for what is missing."""
     path = Path(config.data.path)
@@ -102,12 +120,14 @@ def build_trainer(config: config_lib.Config, *, callbacks: Sequence[Any] = (), r
     run_dir = rundir.run_dir_of(config)
     if (run_dir / rundir.CONFIG).exists() and not resume:
         raise VidfuseError(f"run folder {run_dir} already exists: pass --resume to continue it, or another --name")
+    config.data.path = str(Path(config.data.path).resolve()) if config.data.path else ""
+    config.model.pretrain_path = str(Path(config.model.pretrain_path).resolve()) if config.model.pretrain_path else ""
     data = _check_data(config)
     model_info = _describe_model(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_lib.save(config, run_dir / rundir.CONFIG)
     rundir.write_json(run_dir / rundir.META, {
-        "labels": data["labels"], "data": str(Path(config.data.path).resolve()), "split": config.data.split,
+        "labels": data["labels"], "data": config.data.path, "split": config.data.split,
         "val_subset": data["val_subset"], **model_info,
     })
     if config.data.val_from_test:
@@ -119,24 +139,27 @@ def build_trainer(config: config_lib.Config, *, callbacks: Sequence[Any] = (), r
     resources = {"CPU": config.run.cpus_per_worker}
     if use_gpu:
         resources["GPU"] = config.run.gpus_per_worker
-    train_dataset = clip_dataset(
-        config.data.path, split=config.data.split, subset="train", mode="train",
-        sample_duration=config.data.sample_duration, sample_size=config.data.sample_size,
-        sample_stride=config.data.sample_stride, seed=config.run.seed, decode_workers=config.data.decode_workers,
-    )
-    dataset_config = ray.train.DataConfig()
-    scaling = ray.train.ScalingConfig(num_workers=config.run.workers, use_gpu=use_gpu, resources_per_worker=resources)
-    if config.run.use_subclusters:
+    clip_options = dict(sample_duration=config.data.sample_duration, sample_size=config.data.sample_size,
+                        sample_stride=config.data.sample_stride, n_val_clips=config.data.n_val_clips,
+                        seed=config.run.seed, decode_workers=config.data.decode_workers)
+    datasets = {
+        "train": clip_dataset(config.data.path, split=config.data.split, subset="train", mode="train", **clip_options),
+        "val": clip_dataset(config.data.path, split=config.data.split, subset=data["val_subset"], mode="val",
+                            **clip_options),
+    }
+    data_options = None
+    if config.run.use_subclusters:  # decode on the CPU nodes, train on the GPU nodes of cluster.yaml
         from ray.data import ExecutionOptions
 
-        scaling = ray.train.ScalingConfig(num_workers=config.run.workers, use_gpu=use_gpu,
-                                          resources_per_worker=resources,
-                                          label_selector={SUBCLUSTER_LABEL: "training"})
-        dataset_config = ray.train.DataConfig(
-            execution_options={"train": ExecutionOptions(label_selector={SUBCLUSTER_LABEL: "data"})})
+        on_data_nodes = ExecutionOptions(label_selector={SUBCLUSTER_LABEL: "data"})
+        data_options = {"train": on_data_nodes, "val": on_data_nodes}
+    scaling = ray.train.ScalingConfig(
+        num_workers=config.run.workers, use_gpu=use_gpu, resources_per_worker=resources,
+        label_selector={SUBCLUSTER_LABEL: "training"} if config.run.use_subclusters else None,
+    )
     loop_config = {
-        "config": config.to_dict(), "run_dir": str(run_dir), "data_path": str(Path(config.data.path).resolve()),
-        "labels": data["labels"], "val_subset": data["val_subset"], "num_train_videos": data["num_train_videos"],
+        "config": config.to_dict(), "run_dir": str(run_dir), "labels": data["labels"],
+        "num_train_videos": data["num_train_videos"],
         "val_video_labels": data["val_video_labels"], "fault": _fault_from_env(),
     }
     return TorchTrainer(
@@ -144,8 +167,8 @@ def build_trainer(config: config_lib.Config, *, callbacks: Sequence[Any] = (), r
         train_loop_config=loop_config,
         scaling_config=scaling,
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        datasets={"train": train_dataset},
-        dataset_config=dataset_config,
+        datasets=datasets,
+        dataset_config=ValSplitDataConfig(execution_options=data_options),
         run_config=ray.train.RunConfig(
             name=config.run.name,
             storage_path=str(run_dir.parent),

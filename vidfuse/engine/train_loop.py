@@ -27,7 +27,6 @@ from torch import nn
 
 import vidfuse
 from vidfuse import config as config_lib
-from vidfuse.data.pipeline import clip_dataset
 from vidfuse.data.transforms import to_model_input
 from vidfuse.engine import rundir
 from vidfuse.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -113,8 +112,10 @@ def validate(model, batches, *, cfg: config_lib.Config, device, video_labels: to
              num_classes: int) -> dict[str, float]:
     """Val loss, clip accuracy and video accuracy (mean clip softmax per video), summed over all workers.
 
-    `video_labels[v]` is the label of video index v (-1 for videos outside the val subset).
+    `video_labels[v]` is the label of video index v (-1 for videos outside the val subset). Workers may score
+    different numbers of batches, so the forward pass bypasses DDP (whose forward is a collective).
     """
+    model = _unwrap(model)
     model.eval()
     video_sums = torch.zeros(len(video_labels), num_classes, dtype=torch.float64)
     video_counts = torch.zeros(len(video_labels), dtype=torch.float64)
@@ -191,13 +192,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         if rank == 0:
             print(f"resuming {run_dir.name} at epoch {start_epoch} from checkpoint of epoch {state['epoch']}", flush=True)
 
-    train_shard = ray.train.get_dataset_shard("train")
-    val_dataset = clip_dataset(
-        loop_config["data_path"], split=cfg.data.split, subset=loop_config["val_subset"], mode="val",
-        sample_duration=cfg.data.sample_duration, sample_size=cfg.data.sample_size,
-        sample_stride=cfg.data.sample_stride, n_val_clips=cfg.data.n_val_clips, seed=cfg.run.seed,
-        decode_workers=cfg.data.decode_workers, shard=(rank, world),
-    )
+    train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
     video_labels = torch.tensor(loop_config["val_video_labels"], dtype=torch.long)
     per_worker_batch = max(1, cfg.run.batch_size // world)
     total_batches = math.ceil(loop_config["num_train_videos"] / (per_worker_batch * world))
@@ -213,7 +208,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         train_stats = train_one_epoch(model, optimizer, scaler, train_batches, cfg=cfg, device=device, epoch=epoch,
                                       total_batches=total_batches, rank=rank)
         train_seconds = time.perf_counter() - started
-        val_batches = val_dataset.iter_torch_batches(batch_size=per_worker_batch, prefetch_batches=2)
+        val_batches = val_shard.iter_torch_batches(batch_size=per_worker_batch, prefetch_batches=2)
         val = validate(model, val_batches, cfg=cfg, device=device, video_labels=video_labels,
                        num_classes=cfg.model.num_classes)
         step_scheduler(scheduler, val["val_loss"])
