@@ -1,7 +1,7 @@
 """Training on Ray Train with tiny models on the tiny synthetic set: learning, resume, a dead worker, bad input.
 
-Each Train run costs ~15-20 s on 2 cores, so the suite runs four: one straight 2-worker run (shared by the
-learning and resume tests), one stopped-then-resumed run, and one with a worker killed mid-run.
+Each Train run costs ~15-20 s on 2 cores plus ~10 s an epoch, so the suite runs four: one straight 2-worker run
+(shared by the learning and resume tests), one stopped-then-resumed run, and one with a worker killed mid-run.
 """
 
 from __future__ import annotations
@@ -30,8 +30,9 @@ def tiny_config(tiny_dataset, storage, name: str, **extra: object) -> config_lib
     overrides = {
         "model.arch": "resnet", "model.depth": 10, "model.shortcut": "A", "model.fusion": "hbp",
         "model.fusion_dim": 16, "data.path": str(tiny_dataset.parquet), "data.sample_duration": 8,
-        "data.sample_size": 32, "data.n_val_clips": 2, "optim.lr": 0.05, "optim.scheduler": "cosine",
-        "optim.warmup_epochs": 1, "run.epochs": 2, "run.batch_size": 4, "run.workers": 2,
+        "data.sample_size": 32, "data.n_val_clips": 2, "model.dropout": 0.0, "optim.optimizer": "adamw",
+        "optim.lr": 0.004, "optim.weight_decay": 0.0, "optim.scheduler": "cosine", "optim.warmup_epochs": 1,
+        "run.epochs": 3, "run.batch_size": 4, "run.workers": 2,
         "run.storage": str(storage), "run.name": name, "run.max_failures": 0, **extra,
     }
     return config_lib.load(None, [f"{k}={v}" for k, v in overrides.items()])
@@ -71,13 +72,13 @@ def _val_video_accuracy(run_dir, tiny_dataset) -> float:
 
 def test_two_workers_learn_and_log_every_metric(straight_run, tiny_dataset):
     records = rundir.read_metrics(straight_run)
-    assert [r["epoch"] for r in records] == [1, 2]
+    assert [r["epoch"] for r in records] == [1, 2, 3]
     for record in records:
         assert set(rundir.METRIC_KEYS) <= set(record)
         assert 0 <= record["val_video_acc"] <= 1 and record["clips_per_s"] > 0
-    assert records[1]["train_loss"] < records[0]["train_loss"]
-    # cosine with one warm-up epoch over 2 epochs: lr/2, then the full lr
-    assert [r["lr"] for r in records] == pytest.approx([0.025, 0.05])
+    assert records[-1]["train_loss"] < records[0]["train_loss"]
+    # cosine with one warm-up epoch over 3 epochs: lr/2, the full lr, then half-way down the cosine
+    assert [r["lr"] for r in records] == pytest.approx([0.002, 0.004, 0.002])
     assert records[-1]["val_video_acc"] == pytest.approx(_val_video_accuracy(straight_run, tiny_dataset), abs=1e-9)
     assert records[-1]["val_videos"] == len(video_table(tiny_dataset.parquet, split=1, subset="val"))
 
@@ -85,7 +86,7 @@ def test_two_workers_learn_and_log_every_metric(straight_run, tiny_dataset):
 def test_checkpoints_hold_the_whole_state_and_load_weights_only(straight_run):
     last = torch.load(straight_run / "last.pt", weights_only=True)
     assert {"model", "optimizer", "scheduler", "scaler", "epoch", "config", "labels", "vidfuse_version"} <= set(last)
-    assert last["epoch"] == 2 and last["config"]["run"]["name"] == "straight"
+    assert last["epoch"] == 3 and last["config"]["run"]["name"] == "straight"
     best = load_checkpoint(straight_run / "best.pt")
     best_epoch = max(rundir.read_metrics(straight_run), key=lambda r: r["val_video_acc"])["epoch"]
     assert best["epoch"] == best_epoch
@@ -104,18 +105,21 @@ def test_stopped_run_resumes_with_the_same_epochs_and_lrs(straight_run, tiny_dat
     assert [r["epoch"] for r in rundir.read_metrics(tmp_path / "stopped")] == [1]
     run_dir = train(rundir.read_config(tmp_path / "stopped"), resume=True)
     resumed, straight = rundir.read_metrics(run_dir), rundir.read_metrics(straight_run)
-    assert [r["epoch"] for r in resumed] == [r["epoch"] for r in straight] == [1, 2]
+    assert [r["epoch"] for r in resumed] == [r["epoch"] for r in straight] == [1, 2, 3]
     assert [r["lr"] for r in resumed] == [r["lr"] for r in straight]
-    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 2
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 3
 
 
 def test_dead_worker_is_restarted_from_the_last_checkpoint(ray_session, tiny_dataset, tmp_path, monkeypatch):
     marker = tmp_path / "killed"
-    monkeypatch.setenv(FAULT_ENV, f"epoch=2,rank=1,marker={marker}")
+    monkeypatch.setenv(FAULT_ENV, f"epoch=3,rank=1,marker={marker}")
     run_dir = train(tiny_config(tiny_dataset, tmp_path, "faulty", **{"run.max_failures": 1}))
     assert marker.exists()  # the worker really died
-    lines = [json.loads(line) for line in (run_dir / rundir.METRICS).read_text().splitlines()]
-    assert [r["epoch"] for r in lines] == [1, 2]  # epoch 1 was restored from its checkpoint, not trained again
+    epochs = [json.loads(line)["epoch"] for line in (run_dir / rundir.METRICS).read_text().splitlines()]
+    # Restarted from a checkpoint, not from scratch: epoch 1 ran once. (Epoch 2 may run twice: a worker that
+    # dies right after a report can beat the controller to registering that epoch's checkpoint.)
+    assert epochs.count(1) == 1 and epochs[-1] == 3 and sorted(set(epochs)) == [1, 2, 3]
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 3
 
 
 def test_existing_run_is_not_overwritten(straight_run, tiny_dataset, capsys):
