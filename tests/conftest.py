@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import socket
 from pathlib import Path
 
 import pytest
@@ -24,19 +23,13 @@ def ray_session(tmp_path_factory):
     """One local Ray (4 logical CPUs on this 2-core box: 2 Train workers plus Ray Data), shut down at the end."""
     import ray
 
+    from vidfuse.engine.ray_runtime import start_local_ray
+
     if "RAY_AUTH_TOKEN_PATH" not in os.environ:  # a token file of our own: Ray 2.60 refuses a path with no file
         token = tmp_path_factory.mktemp("ray-auth") / "auth_token"
         token.write_text(secrets.token_hex(32))
         os.environ["RAY_AUTH_TOKEN_PATH"] = str(token)
-    # Ray Train's placement-group cleaner finds the State API by scanning the machine, which fails while another
-    # Ray runs there (another test session): the trials that ASHA stops then keep their CPUs and a search starves.
-    # Naming the dashboard to every process of this cluster avoids the scan.
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        dashboard_port = s.getsockname()[1]
-    ray.init(num_cpus=4, include_dashboard=True, dashboard_port=dashboard_port, log_to_driver=False,
-             configure_logging=False,
-             runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{dashboard_port}"}})
+    start_local_ray(4, log_to_driver=False, configure_logging=False)
     yield ray
     ray.shutdown()
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from vidfuse.engine.driver import ensure_ray
+from vidfuse.engine.ray_runtime import ensure_ray
 from vidfuse.engine.evaluate import load_run_model, score_test_set
 from vidfuse.report.testdir import write_test_results
 
@@ -35,7 +35,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     model, config, labels, checkpoint = load_run_model(args.run, args.checkpoint)
-    ensure_ray(config)
+    ensure_ray(config.run.workers * config.run.cpus_per_worker)  # room for scorers beside the decoders
     scores = score_test_set(model, config, clips=args.clips, workers=args.workers)
     details = {"checkpoint": str(checkpoint), "data": config.data.path, "split": config.data.split,
                "subset": "test", "clips_per_video": "all" if args.clips is None else args.clips}

@@ -21,23 +21,13 @@ from vidfuse import config as config_lib
 from vidfuse.data.pipeline import clip_dataset, video_table
 from vidfuse.data.prepare import read_meta
 from vidfuse.engine import rundir
+from vidfuse.engine.ray_runtime import ensure_ray
 from vidfuse.engine.train_loop import train_loop_per_worker
 from vidfuse.errors import VidfuseError
 from vidfuse.models import count_gflops, count_parameters, load_pretrained, model_from_config
 
 FAULT_ENV = "VIDFUSE_FAULT"  # test-only: "epoch=E,rank=R,marker=PATH" kills worker R once in epoch E
 SUBCLUSTER_LABEL = "ray-subcluster"  # node label of cluster.yaml: "training" (GPU) or "data" (CPU decoding)
-
-
-def ensure_ray(config: config_lib.Config) -> None:
-    """Join the cluster named by RAY_ADDRESS, or start a local Ray with room for the workers plus Ray Data."""
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()
-        return
-    needed = config.run.workers * config.run.cpus_per_worker + 2  # two CPUs stay free for reads and decoding
-    ray.init(num_cpus=max(os.cpu_count() or 1, int(needed + 0.999)))
 
 
 class ValSplitDataConfig(ray.train.DataConfig):
@@ -134,7 +124,7 @@ def build_trainer(config: config_lib.Config, *, callbacks: Sequence[Any] = (), r
         print("warning: validating on the official TEST list (data.val_from_test): choosing epochs or "
               "hyperparameters on it is selection on the test set, and its accuracy is no longer an honest estimate")
 
-    ensure_ray(config)  # after the checks: bad input fails without starting Ray
+    ensure_ray(config.run.workers * config.run.cpus_per_worker)  # after the checks: bad input starts no Ray
     use_gpu = config.run.gpus_per_worker > 0
     resources = {"CPU": config.run.cpus_per_worker}
     if use_gpu:

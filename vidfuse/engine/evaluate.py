@@ -10,7 +10,6 @@ The clip probabilities are then averaged per video (mean softmax) with the share
 from __future__ import annotations
 
 import os
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +24,7 @@ from vidfuse.data.pipeline import clip_dataset, video_table
 from vidfuse.data.transforms import to_model_input
 from vidfuse.engine import metrics, rundir
 from vidfuse.engine.checkpoint import load_checkpoint, resolve_checkpoint
+from vidfuse.engine.precision import autocast
 from vidfuse.errors import VidfuseError
 from vidfuse.models import model_from_config
 
@@ -56,20 +56,13 @@ def load_run_model(
     return model.eval(), config, labels, path
 
 
-def _autocast(device: torch.device, precision: str):
-    """bf16 / fp16 autocast on GPU (`run.precision`); fp32 on CPU."""
-    if device.type != "cuda" or precision == "fp32":
-        return nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
 @torch.inference_mode()
 def clip_probabilities(
     model: nn.Module, clips: torch.Tensor, *, norm: str, device: torch.device, precision: str = "fp32"
 ) -> torch.Tensor:
     """uint8 clips (N, T, H, W, C) -> softmax probabilities (N, classes), float32 on the CPU."""
     inputs = to_model_input(clips, norm=norm, device=device)  # (N, 3, T, H, W) float
-    with _autocast(device, precision):
+    with autocast(device, precision):
         logits = model(inputs)  # (N, classes)
     return logits.float().softmax(dim=1).cpu()
 

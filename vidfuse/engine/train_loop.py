@@ -14,7 +14,6 @@ import math
 import os
 import tempfile
 import time
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,10 +27,10 @@ from torch import nn
 import vidfuse
 from vidfuse import config as config_lib
 from vidfuse.data.transforms import to_model_input
-from vidfuse.engine import rundir
+from vidfuse.engine import metrics, rundir
 from vidfuse.engine.checkpoint import load_checkpoint, save_checkpoint
-from vidfuse.engine.metrics import accumulate_video_scores
 from vidfuse.engine.optim import build_optimizer, build_scheduler, current_lr, step_scheduler
+from vidfuse.engine.precision import autocast
 from vidfuse.models import load_pretrained, model_from_config
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -55,19 +54,14 @@ def _all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return tensor
 
 
-def _autocast(device: torch.device, precision: str):
-    """bf16 / fp16 autocast on GPU; on CPU training stays fp32."""
-    if device.type != "cuda" or precision == "fp32":
-        return nullcontext()
-    return torch.autocast("cuda", dtype=torch.bfloat16 if precision == "bf16" else torch.float16)
-
-
 def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
 def _maybe_inject_fault(fault: dict | None, epoch: int, rank: int) -> None:
-    """Test-only fault hook (`VIDFUSE_FAULT=epoch=E,rank=R,marker=PATH`): rank R dies once in epoch E."""
+    """Test-only fault hook (`VIDFUSE_FAULT=epoch=E,rank=R,marker=PATH`): rank R dies once in epoch E, after
+    its training batches. (Dying then, not at the very start of the epoch, leaves Ray's controller time to register
+    the previous epoch's checkpoint, as it has in any real failure that is not right after a report.)"""
     if not fault or fault["epoch"] != epoch or fault["rank"] != rank:
         return
     marker = Path(fault["marker"])
@@ -86,7 +80,7 @@ def train_one_epoch(model, optimizer, scaler, batches, *, cfg: config_lib.Config
     for index, batch in enumerate(batches, start=1):
         clips = to_model_input(batch["clip"], norm=cfg.data.norm, device=device)  # (N, 3, T, H, W) float
         labels = batch["label"].to(device)
-        with _autocast(device, cfg.run.precision):
+        with autocast(device, cfg.run.precision):
             logits = model(clips)  # (N, num_classes)
         loss = loss_fn(logits.float(), labels)
         optimizer.zero_grad(set_to_none=True)
@@ -123,22 +117,21 @@ def validate(model, batches, *, cfg: config_lib.Config, device, video_labels: to
     for batch in batches:
         clips = to_model_input(batch["clip"], norm=cfg.data.norm, device=device)  # (N, 3, T, H, W)
         labels = batch["label"].to(device)
-        with _autocast(device, cfg.run.precision):
+        with autocast(device, cfg.run.precision):
             logits = model(clips).float()  # (N, num_classes)
         loss = nn.functional.cross_entropy(logits, labels, reduction="sum")
         sums += torch.tensor([loss.item(), (logits.argmax(1) == labels).sum().item(), labels.numel()],
                              dtype=torch.float64)
-        accumulate_video_scores(video_sums, video_counts, batch["video_index"].long().cpu(),
+        metrics.accumulate_video_scores(video_sums, video_counts, batch["video_index"].long().cpu(),
                                 logits.softmax(1).double().cpu())
     for tensor in (sums, video_sums, video_counts):
         _all_reduce_sum(tensor)
     scored = video_counts > 0
-    correct = video_sums[scored].argmax(1) == video_labels[scored]
     clips = max(1.0, sums[2].item())
     return {
         "val_loss": sums[0].item() / clips,
         "val_clip_acc": sums[1].item() / clips,
-        "val_video_acc": correct.double().mean().item() if scored.any() else 0.0,
+        "val_video_acc": metrics.topk_accuracy(video_sums[scored], video_labels[scored]),
         "val_videos": int(scored.sum().item()),
     }
 
@@ -198,7 +191,6 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     total_batches = math.ceil(loop_config["num_train_videos"] / (per_worker_batch * world))
 
     for epoch in range(start_epoch, cfg.run.epochs + 1):
-        _maybe_inject_fault(loop_config.get("fault"), epoch, rank)
         lr = current_lr(optimizer)
         started = time.perf_counter()
         train_batches = train_shard.iter_torch_batches(
@@ -208,6 +200,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         train_stats = train_one_epoch(model, optimizer, scaler, train_batches, cfg=cfg, device=device, epoch=epoch,
                                       total_batches=total_batches, rank=rank)
         train_seconds = time.perf_counter() - started
+        _maybe_inject_fault(loop_config.get("fault"), epoch, rank)
         val_batches = val_shard.iter_torch_batches(batch_size=per_worker_batch, prefetch_batches=2)
         val = validate(model, val_batches, cfg=cfg, device=device, video_labels=video_labels,
                        num_classes=cfg.model.num_classes)

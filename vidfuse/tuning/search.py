@@ -15,9 +15,7 @@ when the search stopped resumes its Train run from the last checkpoint instead o
 
 from __future__ import annotations
 
-import math
 import os
-import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
+from vidfuse.engine.ray_runtime import ensure_ray as start_ray
 from vidfuse.errors import VidfuseError
 from vidfuse.tuning.space import SCORE, TIME_ATTR, SearchSpace, score
 
@@ -68,29 +67,9 @@ def _trainable(space: SearchSpace, experiment: Path):
 
 
 def ensure_ray(space: SearchSpace) -> None:
-    """Join the cluster named by RAY_ADDRESS, or start a local Ray sized for the concurrent trials plus Ray Data
-    (the same two spare CPUs for reads and decoding that a single `train` run keeps).
-
-    A local Ray names its dashboard to all its processes (RAY_API_SERVER_ADDRESS): Ray Train's placement-group
-    cleaner otherwise looks the State API up by scanning the machine, which fails as soon as a second Ray runs
-    there, and then every trial that ASHA stops keeps its workers' CPUs reserved until the search starves."""
-    if ray.is_initialized():
-        return
-    if os.environ.get("RAY_ADDRESS"):
-        ray.init()
-        return
+    """Join the cluster, or start a local Ray sized for the concurrent trials plus Ray Data."""
     run = space.base.run
-    per_trial = run.workers * run.cpus_per_worker + TRIAL_DRIVER_CPU
-    port = _free_port()
-    ray.init(num_cpus=max(os.cpu_count() or 1, math.ceil(space.max_concurrent_trials * per_trial + 2)),
-             include_dashboard=True, dashboard_port=port,
-             runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}})
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    start_ray(space.max_concurrent_trials * (run.workers * run.cpus_per_worker + TRIAL_DRIVER_CPU))
 
 
 def run_search(space: SearchSpace, experiment: str | os.PathLike, *, samples: int = 1,

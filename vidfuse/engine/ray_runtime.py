@@ -1,0 +1,42 @@
+"""Starting or joining Ray, in one place, for `train`, `test`, `tune` and the tests.
+
+Under `ray job submit` (or with `RAY_ADDRESS` set) vidfuse joins that cluster. Otherwise it starts a local Ray
+with enough logical CPUs for the Train workers plus two for Ray Data's reads and decoders (RAY_NOTES: a
+pipeline left without a free CPU hangs). A local Ray names its dashboard to all its processes
+(`RAY_API_SERVER_ADDRESS`): Ray Train's placement-group cleaner otherwise finds the State API by scanning the
+machine, which fails as soon as a second Ray runs there, and the CPUs of every stopped trial stay reserved.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+from typing import Any
+
+import ray
+
+DATA_CPUS = 2  # logical CPUs kept free for Ray Data's Parquet reads and decoders
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_local_ray(num_cpus: int, **init_kwargs: Any) -> None:
+    """`ray.init` a local Ray of `num_cpus` logical CPUs whose processes all know its dashboard address."""
+    port = _free_port()
+    ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_port=port,
+             runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}}, **init_kwargs)
+
+
+def ensure_ray(training_cpus: float) -> None:
+    """Use the running Ray, join the one at RAY_ADDRESS, or start a local one with `training_cpus` + DATA_CPUS."""
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()
+        return
+    start_local_ray(max(os.cpu_count() or 1, math.ceil(training_cpus + DATA_CPUS)))
