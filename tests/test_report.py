@@ -175,7 +175,7 @@ def test_report_command_prints_and_writes_table_comparison_and_curves(tmp_path, 
     assert main(["report", str(tmp_path / "runs"), "--baseline", str(baseline), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| run | architecture | head |" in printed
-    assert f"other vs baseline: +1.67 points" in printed and NOT_DISTINGUISHABLE in printed
+    assert "other vs baseline: +1.67 points" in printed and NOT_DISTINGUISHABLE in printed
 
     with open(out / "results.csv") as f:
         table = list(csv.DictReader(f))

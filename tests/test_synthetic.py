@@ -33,8 +33,8 @@ def test_layout_is_ucf101_frames_and_split_files(motion_set):
 
 def test_seeded_and_deterministic(tmp_path):
     frame = "frames/Grow/v_Grow_g01_c01/image_00003.jpg"
-    runs = [make_synthetic(tmp_path / name, num_classes=3, videos_per_class=6, n_frames=4, size=SIZE, seed=seed)
-            for name, seed in (("a", 1), ("b", 1), ("c", 2))]
+    for name, seed in (("a", 1), ("b", 1), ("c", 2)):
+        make_synthetic(tmp_path / name, num_classes=3, videos_per_class=6, n_frames=4, size=SIZE, seed=seed)
     a, b, c = ((tmp_path / name / frame).read_bytes() for name in "abc")
     assert a == b and a != c
     with pytest.raises(VidfuseError, match="num_classes"):
