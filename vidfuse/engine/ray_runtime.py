@@ -15,6 +15,7 @@ import socket
 from typing import Any
 
 import ray
+import ray.data
 
 DATA_CPUS = 2  # logical CPUs kept free for Ray Data's Parquet reads and decoders
 
@@ -33,7 +34,13 @@ def start_local_ray(num_cpus: int, **init_kwargs: Any) -> None:
 
 
 def ensure_ray(training_cpus: float) -> None:
-    """Use the running Ray, join the one at RAY_ADDRESS, or start a local one with `training_cpus` + DATA_CPUS."""
+    """Use the running Ray, join the one at RAY_ADDRESS, or start a local one with `training_cpus` + DATA_CPUS.
+
+    Ray Data's per-execution banners and progress bars are switched off: every epoch re-executes the clip
+    pipelines, and vidfuse prints its own progress lines."""
+    context = ray.data.DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
