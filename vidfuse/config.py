@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from vidfuse.errors import VidfuseError
+from vidfuse.files import write_text
 
 
 @dataclass
@@ -249,10 +250,7 @@ def validate(config: Config) -> None:
 
 def save(config: Config, path: str | os.PathLike) -> None:
     """Write the resolved config as YAML (atomically: temporary name, then rename)."""
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-    os.replace(tmp, path)
+    write_text(path, yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
 def keys() -> list[str]:

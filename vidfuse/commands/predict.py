@@ -12,7 +12,7 @@ import sys
 
 from vidfuse.engine.evaluate import load_run_model
 from vidfuse.predict import predict_inputs
-from vidfuse.report.files import write_text
+from vidfuse.files import write_text
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -9,23 +9,28 @@ A run folder holds `best.pt` (best val video accuracy) and `last.pt`, which `tes
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from vidfuse.errors import VidfuseError
+from vidfuse.files import atomic_output
 
 CHECKPOINT_NAMES = ("best", "last")
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
     """Atomically write `state` to `path`."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path) as tmp:
+        torch.save(state, tmp)
+
+
+def copy_checkpoint(source: str | os.PathLike, path: str | os.PathLike) -> None:
+    """Atomically copy a saved checkpoint file (no second serialisation of the same state)."""
+    with atomic_output(path) as tmp:
+        shutil.copyfile(source, tmp)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from typing import Any
 
 from vidfuse import config as config_lib
 from vidfuse.errors import VidfuseError
+from vidfuse.files import write_text
 
 CONFIG = "config.yaml"
 META = "meta.json"
@@ -54,11 +55,7 @@ def read_meta(run_dir: str | os.PathLike) -> dict[str, Any]:
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     """Write JSON atomically (temporary name, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text(path, json.dumps(obj, indent=2) + "\n")
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ import vidfuse
 from vidfuse import config as config_lib
 from vidfuse.data.transforms import to_model_input
 from vidfuse.engine import metrics, rundir
-from vidfuse.engine.checkpoint import load_checkpoint, save_checkpoint
+from vidfuse.engine.checkpoint import copy_checkpoint, load_checkpoint, save_checkpoint
 from vidfuse.engine.optim import build_optimizer, build_scheduler, current_lr, step_scheduler
 from vidfuse.engine.precision import autocast
 from vidfuse.models import load_pretrained, model_from_config
@@ -195,7 +195,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         started = time.perf_counter()
         train_batches = train_shard.iter_torch_batches(
             batch_size=per_worker_batch, local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,
-            local_shuffle_seed=None, prefetch_batches=2,
+            prefetch_batches=2,
         )
         train_stats = train_one_epoch(model, optimizer, scaler, train_batches, cfg=cfg, device=device, epoch=epoch,
                                       total_batches=total_batches, rank=rank)
@@ -219,14 +219,14 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             if rank == 0:
                 state = _state(model, optimizer, scheduler, scaler, epoch=epoch, cfg=cfg, labels=labels,
                                metrics=record, best=best)
-                save_checkpoint(run_dir / "last.pt", state)
+                save_checkpoint(run_dir / "last.pt", state)  # serialised once, copied below
                 if improved:
-                    save_checkpoint(run_dir / "best.pt", state)
+                    copy_checkpoint(run_dir / "last.pt", run_dir / "best.pt")
                 rundir.append_metrics(run_dir, record)
                 print("epoch {epoch}: train loss {train_loss:.4f} acc {train_acc:.3f} | val loss {val_loss:.4f} "
                       "clip acc {val_clip_acc:.3f} video acc {val_video_acc:.3f} | lr {lr:.2e} "
                       "{clips_per_s:.1f} clips/s".format(**record), flush=True)
                 if keep:
-                    save_checkpoint(Path(directory) / CHECKPOINT_FILE, state)
+                    copy_checkpoint(run_dir / "last.pt", Path(directory) / CHECKPOINT_FILE)
                     ray_checkpoint = ray.train.Checkpoint.from_directory(directory)
             ray.train.report(record, checkpoint=ray_checkpoint)

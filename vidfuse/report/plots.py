@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from vidfuse.report.files import atomic_output
+from vidfuse.files import atomic_output
 
 
 def _new_figure(width: float, height: float) -> Figure:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vidfuse.report.files import write_text
+from vidfuse.files import write_text
 from vidfuse.report.plots import best_epoch
 from vidfuse.report.runs import RunRecord, find_run_dirs, read_run
 from vidfuse.report.stats import mean_std

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from vidfuse.engine import metrics, rundir
-from vidfuse.report.files import write_text
+from vidfuse.files import write_text
 from vidfuse.report.plots import confusion_figure, save_figure
 
 if TYPE_CHECKING:  # evaluate pulls in Ray, the data pipeline and the models; `report` only reads files

@@ -1,4 +1,5 @@
-"""Atomic outputs: every table, prediction file and picture is written under a temporary name, then renamed.
+"""Atomic outputs: every config, checkpoint, table, prediction file and picture is written under a temporary
+name, then renamed.
 
 A crash or a Ctrl-C therefore never leaves half a file under the final name.
 """
