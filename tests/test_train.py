@@ -31,7 +31,7 @@ def tiny_config(tiny_dataset, storage, name: str, **extra: object) -> config_lib
         "model.arch": "resnet", "model.depth": 10, "model.shortcut": "A", "model.fusion": "hbp",
         "model.fusion_dim": 16, "data.path": str(tiny_dataset.parquet), "data.sample_duration": 8,
         "data.sample_size": 32, "data.n_val_clips": 1, "model.dropout": 0.0, "optim.optimizer": "adamw",
-        "optim.lr": 0.004, "optim.weight_decay": 0.0, "optim.scheduler": "cosine", "optim.warmup_epochs": 1,
+        "optim.lr": 0.01, "optim.weight_decay": 0.0, "optim.scheduler": "cosine", "optim.warmup_epochs": 1,
         "run.epochs": 3, "run.batch_size": 4, "run.workers": 2,
         "run.storage": str(storage), "run.name": name, "run.max_failures": 0, **extra,
     }
@@ -78,7 +78,7 @@ def test_two_workers_learn_and_log_every_metric(straight_run, tiny_dataset):
         assert 0 <= record["val_video_acc"] <= 1 and record["clips_per_s"] > 0
     assert records[-1]["train_loss"] < records[0]["train_loss"]
     # cosine with one warm-up epoch over 3 epochs: lr/2, the full lr, then half-way down the cosine
-    assert [r["lr"] for r in records] == pytest.approx([0.002, 0.004, 0.002])
+    assert [r["lr"] for r in records] == pytest.approx([0.005, 0.01, 0.005])
     assert records[-1]["val_video_acc"] == pytest.approx(_val_video_accuracy(straight_run, tiny_dataset), abs=1e-9)
     assert records[-1]["val_videos"] == len(video_table(tiny_dataset.parquet, split=1, subset="val"))
 
