@@ -1,14 +1,16 @@
 """A small synthetic action data set whose classes differ only by motion, in the UCF101 on-disk layout.
 
-Each video shows one textured square on a textured background. The class is how the square moves: up, down,
-growing, shrinking, sideways (left or right), spinning (either way), shaking sideways, shaking up and down. Size,
-position, angle, colours and textures are drawn from the same distributions for every class, so a single frame
-does not tell the class; a clip does. Every class is symmetric under a horizontal flip (sideways and spin
-motions take either direction at random), because training augments with flips: "move left" vs "move right"
-would be relabelled by the augmentation.
+Each video shows one textured bar on a faintly textured background. The class is how the bar moves: up, down,
+left, right, growing, shrinking, spinning clockwise, spinning anticlockwise. Size, position, angle, colours and
+textures are drawn from the same distributions for every class, so a single frame does not tell the class; a
+clip does. The bar is always clearly brighter or darker than the background, so it never hides.
 
-The two clips of a group `gXX` share a background (as UCF101 clips cut from one video share a scene), so the
-whole-group validation carve-out matters here too. Output, readable by `prepare --dataset ucf101 --frames`:
+Direction is the class, so train on this set with flips off (`data.hflip=false`): a flip turns MoveLeft into
+MoveRight and a clockwise spin into an anticlockwise one.
+
+The clips of group `gXX` share a background, and so do the groups with the same number across classes (a scene
+shared by all actions), so the background tells nothing about the class. Output, readable by
+`prepare --dataset ucf101 --frames`:
 
     ROOT/frames/<Class>/v_<Class>_gXX_cYY/image_00001.jpg ... + n_frames
     ROOT/splits/classInd.txt, trainlist0{1,2,3}.txt, testlist0{1,2,3}.txt   (CRLF, as the official files)
@@ -27,12 +29,15 @@ from PIL import Image
 
 from vidfuse.errors import VidfuseError
 
-MOTIONS = ("MoveUp", "MoveDown", "Grow", "Shrink", "MoveSideways", "Spin", "ShakeSideways", "ShakeUpDown")
+MOTIONS = ("MoveUp", "MoveDown", "MoveLeft", "MoveRight", "Grow", "Shrink", "SpinClockwise", "SpinAnticlockwise")
 CLIPS_PER_GROUP = 2
-MIN_SIDE, MAX_SIDE = 0.22, 0.44  # object side as a fraction of the frame size
-SPIN_DEGREES = (9.0, 15.0)  # per frame
-SHAKE_PERIOD = (6.0, 10.0)  # frames
-SHAKE_AMPLITUDE = 0.12  # fraction of the frame size
+MIN_LENGTH, MAX_LENGTH = 0.2, 0.5  # the bar's long side as a fraction of the frame size
+BAR_ASPECT = 2.5  # long side / short side: a bar, so that a turn moves many pixels
+TRAVEL = (0.7, 1.0)  # a move's path as a fraction of the room the frame leaves
+SPIN_DEGREES = (5.0, 9.0)  # per frame: under 45 degrees a step even at stride 4 (a bar repeats every 180)
+BACKGROUND_CONTRAST = (0.0, 10.0)  # texture amplitude around the base colour, 0-255 scale
+OBJECT_CONTRAST = 40.0  # texture amplitude on the bar
+OBJECT_LUMA_GAP = 80.0  # the bar's base colour is this much brighter or darker than the background's
 
 
 @dataclass
@@ -46,17 +51,34 @@ class SyntheticSet:
 
 @dataclass
 class ObjectTrack:
-    """The square's centre (x, y), side and angle (degrees) in every frame, in pixels."""
+    """The bar's centre (x, y), long side and angle (degrees) in every frame, in pixels."""
 
     x: np.ndarray
     y: np.ndarray
-    side: np.ndarray
+    length: np.ndarray
     angle: np.ndarray
 
 
-def texture(rng: np.random.Generator, size: int, contrast: float) -> np.ndarray:
-    """A random RGB texture (size x size, uint8): smooth colour noise, stripes or checks around a random colour."""
-    base = rng.uniform(40, 215, size=3)
+def luma(rgb: np.ndarray) -> float:
+    """Brightness of an RGB colour (ITU-R BT.601 weights, 0-255)."""
+    return float(np.dot(rgb, (0.299, 0.587, 0.114)))
+
+
+def object_colour(rng: np.random.Generator, background: np.ndarray) -> np.ndarray:
+    """A random base colour for the bar, OBJECT_LUMA_GAP darker than a bright background or brighter than a dark
+    one, so the object never hides in the background."""
+    background_luma = luma(background.reshape(-1, 3).mean(0))
+    sign = 1.0 if background_luma > 127.5 else -1.0
+    while True:
+        colour = rng.uniform(20, 235, size=3)
+        if sign * (background_luma - luma(colour)) >= OBJECT_LUMA_GAP:
+            return colour
+
+
+def texture(rng: np.random.Generator, size: int, contrast: float, base: np.ndarray | None = None) -> np.ndarray:
+    """A random RGB texture (size x size, uint8): smooth colour noise, stripes or checks around `base` (default:
+    a random colour)."""
+    base = rng.uniform(40, 215, size=3) if base is None else base
     kind = rng.integers(3)
     if kind == 0:
         coarse = rng.uniform(-1, 1, size=(rng.integers(3, 8),) * 2 + (3,))
@@ -75,50 +97,42 @@ def texture(rng: np.random.Generator, size: int, contrast: float) -> np.ndarray:
 
 
 def object_track(motion: str, n_frames: int, size: int, rng: np.random.Generator) -> ObjectTrack:
-    """The per-frame state of the square for `motion`; other attributes stay constant over the video."""
-    t = np.arange(n_frames, dtype=np.float64)
-    ramp = t / max(n_frames - 1, 1)  # 0 -> 1 over the video
-    side = np.full(n_frames, rng.uniform(MIN_SIDE, MAX_SIDE) * size)
-    angle = np.full(n_frames, rng.uniform(0, 90))
+    """The per-frame state of the bar for `motion`; other attributes stay constant over the video."""
+    ramp = np.linspace(0.0, 1.0, n_frames)  # 0 -> 1 over the video
+    length = np.full(n_frames, rng.uniform(MIN_LENGTH, MAX_LENGTH) * size)
+    angle = np.full(n_frames, rng.uniform(0, 180))
     if motion in ("Grow", "Shrink"):
-        side = (MIN_SIDE + (MAX_SIDE - MIN_SIDE) * (ramp if motion == "Grow" else 1 - ramp)) * size
-    if motion == "Spin":
-        angle = angle + rng.choice([-1, 1]) * rng.uniform(*SPIN_DEGREES) * t
-    margin = side.max() / 2
+        length = (MIN_LENGTH + (MAX_LENGTH - MIN_LENGTH) * (ramp if motion == "Grow" else 1 - ramp)) * size
+    if motion.startswith("Spin"):
+        turn = rng.uniform(*SPIN_DEGREES) * np.arange(n_frames)
+        angle = angle + (turn if motion == "SpinAnticlockwise" else -turn)  # PIL rotates anticlockwise
+    margin = length.max() / 2  # the bar stays inside the frame at any angle
     x = np.full(n_frames, rng.uniform(margin, size - margin))
     y = np.full(n_frames, rng.uniform(margin, size - margin))
-    if motion in ("MoveUp", "MoveDown", "MoveSideways"):
-        travel = rng.uniform(0.6, 0.9) * (size - 2 * margin)
+    if motion.startswith("Move"):
+        travel = rng.uniform(*TRAVEL) * (size - 2 * margin)
         start = rng.uniform(margin, size - margin - travel)
-        path = start + travel * ramp
-        if motion == "MoveUp":
-            y = path[::-1].copy()
-        elif motion == "MoveDown":
+        forward = start + travel * ramp  # increasing coordinate: right, or down (image rows grow downwards)
+        path = forward if motion in ("MoveRight", "MoveDown") else forward[::-1].copy()
+        if motion in ("MoveLeft", "MoveRight"):
+            x = path
+        else:
             y = path
-        else:
-            x = path if rng.integers(2) else path[::-1].copy()
-    if motion in ("ShakeSideways", "ShakeUpDown"):
-        amplitude = SHAKE_AMPLITUDE * size
-        wave = amplitude * np.sin(2 * math.pi * t / rng.uniform(*SHAKE_PERIOD) + rng.uniform(0, 2 * math.pi))
-        if motion == "ShakeSideways":
-            x = np.clip(x, margin + amplitude, size - margin - amplitude) + wave
-        else:
-            y = np.clip(y, margin + amplitude, size - margin - amplitude) + wave
-    return ObjectTrack(x=x, y=y, side=side, angle=angle)
+    return ObjectTrack(x=x, y=y, length=length, angle=angle)
 
 
 def render_video(background: np.ndarray, track: ObjectTrack, rng: np.random.Generator) -> list[Image.Image]:
-    """Paste the rotated, scaled textured square onto the background at each frame's position."""
+    """Paste the rotated, scaled textured bar onto the background at each frame's position."""
     size = background.shape[0]
-    patch = Image.fromarray(texture(rng, size, contrast=110.0))
+    patch = Image.fromarray(texture(rng, size, contrast=OBJECT_CONTRAST, base=object_colour(rng, background)))
     base = Image.fromarray(background)
     frames = []
-    for x, y, side, angle in zip(track.x, track.y, track.side, track.angle):
-        side_px = max(2, int(round(side)))
-        square = patch.resize((side_px, side_px), Image.BILINEAR).convert("RGBA")
-        square = square.rotate(angle, resample=Image.BILINEAR, expand=True)
+    for x, y, length, angle in zip(track.x, track.y, track.length, track.angle):
+        size_px = (max(2, round(length)), max(1, round(length / BAR_ASPECT)))
+        bar = patch.resize(size_px, Image.BILINEAR).convert("RGBA")
+        bar = bar.rotate(angle, resample=Image.BILINEAR, expand=True)
         frame = base.copy()
-        frame.paste(square, (int(round(x - square.width / 2)), int(round(y - square.height / 2))), square)
+        frame.paste(bar, (int(round(x - bar.width / 2)), int(round(y - bar.height / 2))), bar)
         frames.append(frame)
     return frames
 
@@ -144,12 +158,12 @@ def make_synthetic(
     labels = list(MOTIONS[:num_classes])
     rng = np.random.default_rng(seed)
     listing: list[tuple[str, int, int]] = []  # (relative path, label number, group) per video
+    backgrounds: dict[int, np.ndarray] = {}
     for label_number, label in enumerate(labels, start=1):
-        backgrounds: dict[int, np.ndarray] = {}
         for i in range(videos_per_class):
             group, clip = i // CLIPS_PER_GROUP + 1, i % CLIPS_PER_GROUP + 1
             if group not in backgrounds:
-                backgrounds[group] = texture(rng, size, contrast=rng.uniform(20, 50))
+                backgrounds[group] = texture(rng, size, contrast=rng.uniform(*BACKGROUND_CONTRAST))
             name = video_name(label, group, clip)
             track = object_track(label, n_frames, size, rng)
             write_frames(frames_root / label / name, render_video(backgrounds[group], track, rng))
