@@ -36,6 +36,8 @@ def test_unknown_key_lists_the_valid_keys_of_its_section():
     ("model.ft_begin_index=6", "ft_begin_index=6"),
     ("optim.lr=-1", "optim.lr=-1"),
     ("run.epochs=2.5", "run.epochs"),
+    ("data.min_crop_scale=0.2", "data.min_crop_scale=0.2"),
+    ("data.hflip=maybe", "data.hflip"),
 ])
 def test_bad_values_are_named(override, fragment):
     with pytest.raises(VidfuseError, match=None) as err:

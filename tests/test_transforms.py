@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from vidfuse.data.transforms import (
-    CENTRE_CROP, POSITIONS, SCALES, Crop, crop_clip, random_crop, resize_short_side, to_model_input,
+    CENTRE_CROP, POSITIONS, SCALES, Augment, Crop, crop_clip, random_crop, resize_short_side, to_model_input,
 )
 from vidfuse.errors import VidfuseError
 
@@ -48,6 +48,16 @@ def test_random_crop_draws_every_scale_position_and_flip():
     assert {c.scale for c in crops} == set(SCALES)
     assert {c.position for c in crops} == set(POSITIONS)
     assert {c.flip for c in crops} == {True, False}
+
+
+def test_augment_limits_the_crop_scales_and_turns_flips_off():
+    rng = np.random.default_rng(0)
+    crops = [random_crop(rng, Augment(min_crop_scale=2**-0.5, hflip=False)) for _ in range(400)]
+    assert {c.scale for c in crops} == {1.0, 2**-0.25, 2**-0.5}
+    assert {c.flip for c in crops} == {False}
+    assert {c.scale for c in (random_crop(rng, Augment(min_crop_scale=1.0)) for _ in range(50))} == {1.0}
+    with pytest.raises(VidfuseError, match="min_crop_scale=0.3"):
+        Augment(min_crop_scale=0.3)
 
 
 def test_resize_short_side_keeps_the_aspect_ratio():

@@ -46,6 +46,8 @@ class DataConfig:
     sample_stride: int = 1  # take every n-th frame inside a window
     sample_size: int = 112  # crop size in pixels
     n_val_clips: int = 3  # evenly spaced windows scored per validation video
+    min_crop_scale: float = 0.5  # smallest train crop (side / short side) of the multi-scale crop; 1: whole frame
+    hflip: bool = True  # random horizontal flips in training; off when direction is the class (left vs right)
     norm: str = "kinetics"  # normalisation preset: kinetics (3D-ResNets mean, 0-255 scale) or imagenet
     val_from_test: bool = False  # old protocol: validate on the official test list (selection on the test set)
     decode_workers: int = 1  # Ray Data decoder actors (keep at most CPUs - 1 free for the Parquet reads)
@@ -242,6 +244,12 @@ def validate(config: Config) -> None:
     ):
         if value < 1:
             raise VidfuseError(f"{dotted}={value} must be at least 1")
+    from vidfuse.data.transforms import Augment  # torchvision: imported only when a config is checked
+
+    try:
+        Augment(min_crop_scale=config.data.min_crop_scale)
+    except VidfuseError as error:
+        raise VidfuseError(f"data.{error}") from None
     if config.model.num_classes < 0:
         raise VidfuseError(f"model.num_classes={config.model.num_classes} must be 0 (from the data) or positive")
     if config.optim.lr <= 0:

@@ -3,13 +3,13 @@ clip making for `predict` without Ray.
 
     read_parquet (only the needed columns, rows of split N / subset pushed down to the scan)
       -> [train] a per-row random draw, new every execution (epoch), reproducible from `seed`
-      -> map_batches(ClipDecoder) in an actor pool: window starts -> decode only those JPEGs (Pillow `draft`
+      -> map_batches(decode_clips) in a task pool: window starts -> decode only those JPEGs (Pillow `draft`
          when the crop allows a smaller decode) -> one crop / flip per clip
       -> rows {clip: uint8 (T, H, W, C), label: int64, video_index: int64, clip_index: int64}
 
 The consumer (`iter_torch_batches` on each Train worker) keeps clips uint8 until they are on its device, where
 `transforms.to_model_input` converts and normalises them. Decoding asks for CPUs only, so on a cluster it runs
-on CPU nodes while GPU nodes train. CPU headroom (RAY_NOTES): the decoder pool is at most CPUs - 1 actors and
+on CPU nodes while GPU nodes train. CPU headroom (RAY_NOTES): the decoder pool is at most CPUs - 1 tasks and
 the read tasks ask for a fraction of a CPU (and run at most one per decoder, as each new task may start a worker
 process), so reads, decoders and 2 Train workers fit in `ray.init(num_cpus=4)`.
 
@@ -33,7 +33,7 @@ from PIL import Image
 from vidfuse.data.prepare import read_meta, shard_paths
 from vidfuse.data.sampling import MODES, clip_starts, window_indices
 from vidfuse.data.splits import SUBSETS
-from vidfuse.data.transforms import CENTRE_CROP, crop_clip, random_crop, resize_short_side
+from vidfuse.data.transforms import CENTRE_CROP, Augment, crop_clip, random_crop, resize_short_side
 from vidfuse.errors import VidfuseError
 
 DRAW = "draw"  # per-row uniform [0, 1) column that seeds a train row's window and crop
@@ -55,6 +55,7 @@ def decode_jpeg(data: bytes, min_short_side: int) -> Image.Image:
 def make_clips(
     load_frame: Callable[[int, int], Image.Image], n_frames: int, *, mode: str, sample_duration: int,
     sample_size: int, sample_stride: int = 1, n_val_clips: int = 3, rng: np.random.Generator | None = None,
+    augment: Augment = Augment(),
 ) -> tuple[np.ndarray, list[int]]:
     """The clips of one video in `mode`: uint8 (n_clips, T, S, S, C) and the window starts.
 
@@ -65,7 +66,7 @@ def make_clips(
                          n_val_clips=n_val_clips, rng=rng)
     clips = []
     for start in starts:
-        crop = random_crop(rng) if mode == "train" else CENTRE_CROP
+        crop = random_crop(rng, augment) if mode == "train" else CENTRE_CROP
         indices = window_indices(start, n_frames, duration=sample_duration, stride=sample_stride)
         min_short_side = crop.min_short_side(sample_size)
         loaded = {i: load_frame(i, min_short_side) for i in dict.fromkeys(indices)}
@@ -73,35 +74,35 @@ def make_clips(
     return np.stack(clips), starts
 
 
-class ClipDecoder:
-    """Ray Data actor: a batch of video rows -> a batch of clip rows (see the module docstring)."""
+def decode_clips(
+    batch: dict[str, np.ndarray], *, mode: str, sample_duration: int, sample_size: int, sample_stride: int,
+    n_val_clips: int, augment: Augment,
+) -> dict[str, np.ndarray]:
+    """Ray Data task: a batch of video rows -> a batch of clip rows (see the module docstring).
 
-    def __init__(self, *, mode: str, sample_duration: int, sample_size: int, sample_stride: int,
-                 n_val_clips: int) -> None:
-        torch.set_num_threads(1)  # one decoder, one core; parallelism comes from the actor pool
-        self.mode = mode
-        self.options = dict(sample_duration=sample_duration, sample_size=sample_size, sample_stride=sample_stride,
-                            n_val_clips=n_val_clips)
-
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        clips, labels, video_indices, clip_indices = [], [], [], []
-        for row in range(len(batch["video_index"])):
-            jpegs = batch["frames"][row]
-            rng = np.random.default_rng(int(batch[DRAW][row] * 2**53)) if self.mode == "train" else None
-            video_clips, _ = make_clips(
-                lambda i, min_short_side: decode_jpeg(jpegs[i], min_short_side),
-                int(batch["n_frames"][row]), mode=self.mode, rng=rng, **self.options,
-            )
-            clips.append(video_clips)
-            labels += [batch["label"][row]] * len(video_clips)
-            video_indices += [batch["video_index"][row]] * len(video_clips)
-            clip_indices += range(len(video_clips))
-        return {
-            "clip": np.concatenate(clips),
-            "label": np.asarray(labels, dtype=np.int64),
-            "video_index": np.asarray(video_indices, dtype=np.int64),
-            "clip_index": np.asarray(clip_indices, dtype=np.int64),
-        }
+    A plain function in a task pool, not an actor: Ray reuses its worker processes (torch already imported)
+    across executions, where an actor pool starts new processes every epoch (~5 s before the first batch).
+    """
+    torch.set_num_threads(1)  # one decoder, one core; parallelism comes from the task pool
+    clips, labels, video_indices, clip_indices = [], [], [], []
+    for row in range(len(batch["video_index"])):
+        jpegs = batch["frames"][row]
+        rng = np.random.default_rng(int(batch[DRAW][row] * 2**53)) if mode == "train" else None
+        video_clips, _ = make_clips(
+            lambda i, min_short_side: decode_jpeg(jpegs[i], min_short_side),
+            int(batch["n_frames"][row]), mode=mode, rng=rng, sample_duration=sample_duration,
+            sample_size=sample_size, sample_stride=sample_stride, n_val_clips=n_val_clips, augment=augment,
+        )
+        clips.append(video_clips)
+        labels += [batch["label"][row]] * len(video_clips)
+        video_indices += [batch["video_index"][row]] * len(video_clips)
+        clip_indices += range(len(video_clips))
+    return {
+        "clip": np.concatenate(clips),
+        "label": np.asarray(labels, dtype=np.int64),
+        "video_index": np.asarray(video_indices, dtype=np.int64),
+        "clip_index": np.asarray(clip_indices, dtype=np.int64),
+    }
 
 
 def _check_subset(path: Path, split: int, subset: str) -> None:
@@ -125,13 +126,13 @@ def _decoder_pool_size(decode_workers: int) -> int:
 
 def clip_dataset(
     path: Path | str, *, split: int, subset: str, mode: str, sample_duration: int, sample_size: int,
-    sample_stride: int = 1, n_val_clips: int = 3, seed: int = 0, decode_workers: int = 1,
-    videos_per_batch: int = VIDEOS_PER_BATCH,
+    sample_stride: int = 1, n_val_clips: int = 3, augment: Augment = Augment(), seed: int = 0,
+    decode_workers: int = 1, videos_per_batch: int = VIDEOS_PER_BATCH,
 ) -> ray.data.Dataset:
     """A Ray Dataset of clips of the `subset` videos of split `split`, sampled for `mode` (train / val / test).
 
-    Train rows get a new random window and crop every time the dataset is executed (each epoch), reproducibly
-    from `seed`; val and test rows are the same every time.
+    Train rows get a new random window and crop (drawn as `augment` says) every time the dataset is executed
+    (each epoch), reproducibly from `seed`; val and test rows are the same every time.
     """
     path = Path(path)
     _check_subset(path, split, subset)
@@ -152,12 +153,12 @@ def clip_dataset(
     if mode == "train":
         ds = ds.with_column(DRAW, random(seed=seed, reseed_after_execution=True))
     return ds.map_batches(
-        ClipDecoder,
-        fn_constructor_kwargs=dict(mode=mode, sample_duration=sample_duration, sample_size=sample_size,
-                                   sample_stride=sample_stride, n_val_clips=n_val_clips),
+        decode_clips,
+        fn_kwargs=dict(mode=mode, sample_duration=sample_duration, sample_size=sample_size,
+                       sample_stride=sample_stride, n_val_clips=n_val_clips, augment=augment),
         batch_size=videos_per_batch,
         batch_format="numpy",
-        compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pool_size),
+        compute=ray.data.TaskPoolStrategy(size=pool_size),
         num_cpus=DECODER_CPUS,
     )
 

@@ -2,8 +2,9 @@
 
 One `Crop` is drawn per clip and applied to all its frames, so the motion inside the clip is untouched:
 - train: multi-scale corner crop as in 3D-ResNets-PyTorch: a square of side `scale * short side` with scale in
-  {1, 2^-1/4, 2^-1/2, 2^-3/4, 1/2}, at one of the four corners or the centre, resized to `size`, flipped
-  horizontally with probability 1/2;
+  {1, 2^-1/4, 2^-1/2, 2^-3/4, 1/2} (those at least `Augment.min_crop_scale`), at one of the four corners or the
+  centre, resized to `size`, flipped horizontally with probability 1/2 (unless `Augment.hflip` is off: classes
+  whose direction matters, such as "move left" / "move right", must not be flipped);
 - eval: the centre square of side `short side`, resized to `size` (= resize short side + centre crop).
 
 Crop and resize run on the whole clip at once with `torchvision.transforms.v2.functional`. A crop is described
@@ -62,12 +63,25 @@ class Crop:
 CENTRE_CROP = Crop()
 
 
-def random_crop(rng: np.random.Generator) -> Crop:
+@dataclass(frozen=True)
+class Augment:
+    """The training augmentation's settings: the smallest crop scale kept, and whether to flip."""
+
+    min_crop_scale: float = SCALES[-1]
+    hflip: bool = True
+
+    def __post_init__(self) -> None:
+        if not SCALES[-1] <= self.min_crop_scale <= 1:
+            raise VidfuseError(f"min_crop_scale={self.min_crop_scale} must be between {SCALES[-1]} and 1")
+
+
+def random_crop(rng: np.random.Generator, augment: Augment = Augment()) -> Crop:
     """One multi-scale corner crop + flip draw (train)."""
+    scales = [s for s in SCALES if s >= augment.min_crop_scale]
     return Crop(
-        scale=SCALES[rng.integers(len(SCALES))],
+        scale=scales[rng.integers(len(scales))],
         position=POSITIONS[rng.integers(len(POSITIONS))],
-        flip=bool(rng.integers(2)),
+        flip=bool(rng.integers(2)) and augment.hflip,
     )
 
 

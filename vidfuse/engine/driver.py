@@ -20,6 +20,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from vidfuse import config as config_lib
 from vidfuse.data.pipeline import clip_dataset, video_table
 from vidfuse.data.prepare import read_meta
+from vidfuse.data.transforms import Augment
 from vidfuse.engine import rundir
 from vidfuse.engine.ray_runtime import ensure_ray
 from vidfuse.engine.train_loop import train_loop_per_worker
@@ -127,8 +128,10 @@ def build_trainer(config: config_lib.Config, *, callbacks: Sequence[Any] = (), r
     clip_options = dict(sample_duration=config.data.sample_duration, sample_size=config.data.sample_size,
                         sample_stride=config.data.sample_stride, n_val_clips=config.data.n_val_clips,
                         seed=config.run.seed, decode_workers=config.data.decode_workers)
+    augment = Augment(min_crop_scale=config.data.min_crop_scale, hflip=config.data.hflip)
     datasets = {
-        "train": clip_dataset(config.data.path, split=config.data.split, subset="train", mode="train", **clip_options),
+        "train": clip_dataset(config.data.path, split=config.data.split, subset="train", mode="train",
+                              augment=augment, **clip_options),
         "val": clip_dataset(config.data.path, split=config.data.split, subset=data["val_subset"], mode="val",
                             **clip_options),
     }
