@@ -6,8 +6,10 @@ Each Train run costs ~15-20 s on 2 cores plus ~10 s an epoch, so the suite runs 
 
 from __future__ import annotations
 
+import copy
 import io
 import json
+import math
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -28,11 +30,11 @@ from vidfuse.models import build_model, model_from_config
 
 def tiny_config(tiny_dataset, storage, name: str, **extra: object) -> config_lib.Config:
     overrides = {
-        "model.arch": "resnet", "model.depth": 10, "model.shortcut": "A", "model.fusion": "hbp",
+        "model.arch": "resnet", "model.depth": 10, "model.shortcut": "A", "model.fusion": "factorized",
         "model.fusion_dim": 16, "data.path": str(tiny_dataset.parquet), "data.sample_duration": 8,
-        "data.sample_size": 32, "data.n_val_clips": 1, "model.dropout": 0.0, "optim.optimizer": "adamw",
-        "optim.lr": 0.01, "optim.weight_decay": 0.0, "optim.scheduler": "cosine", "optim.warmup_epochs": 1,
-        "run.epochs": 3, "run.batch_size": 4, "run.workers": 2,
+        "data.sample_size": 32, "data.n_val_clips": 1, "data.min_crop_scale": 1.0, "data.hflip": False,
+        "model.dropout": 0.0, "optim.optimizer": "adamw", "optim.lr": 0.002, "optim.weight_decay": 0.0,
+        "optim.scheduler": "cosine", "optim.warmup_epochs": 1, "run.epochs": 5, "run.batch_size": 8, "run.workers": 2,
         "run.storage": str(storage), "run.name": name, "run.max_failures": 0, **extra,
     }
     return config_lib.load(None, [f"{k}={v}" for k, v in overrides.items()])
@@ -48,51 +50,78 @@ def _decode(frames: list[bytes]) -> list[np.ndarray]:
     return [np.asarray(Image.open(io.BytesIO(b)).convert("RGB")) for b in frames]
 
 
-def _val_video_accuracy(run_dir, tiny_dataset) -> float:
-    """Recompute the val video accuracy of `last.pt` without Ray: decode, window, score, average per video."""
-    cfg = rundir.read_config(run_dir)
-    state = load_checkpoint(run_dir / "last.pt")
-    model = model_from_config(cfg.model, cfg.data)
-    model.load_state_dict(state["model"])
-    model.eval()
-    val_index = {v["video_index"]: v["label"] for v in video_table(cfg.data.path, split=cfg.data.split, subset="val")}
+def _centre_clips(cfg: config_lib.Config, subset: str) -> tuple[list[torch.Tensor], list[int]]:
+    """The val-mode clips of every video of `subset`, made without Ray: one (n, C, T, H, W) tensor per video."""
+    labels = {v["video_index"]: v["label"] for v in video_table(cfg.data.path, split=cfg.data.split, subset=subset)}
     table = pq.read_table(cfg.data.path, columns=["video_index", "frames", "height", "width"]).to_pylist()
-    correct = 0
+    clips, targets = [], []
     for row in table:
-        if row["video_index"] not in val_index:
-            continue
-        clips, _ = eval_clips(_decode(row["frames"]), sample_duration=cfg.data.sample_duration,
-                              sample_size=cfg.data.sample_size, short_side=min(row["height"], row["width"]),
-                              sample_stride=cfg.data.sample_stride, n_clips=cfg.data.n_val_clips)
-        with torch.no_grad():
-            probs = model(to_model_input(torch.from_numpy(clips), norm=cfg.data.norm)).softmax(1)  # (n, classes)
-        correct += int(probs.mean(0).argmax().item() == val_index[row["video_index"]])
-    return correct / len(val_index)
+        if row["video_index"] in labels:
+            video, _ = eval_clips(_decode(row["frames"]), sample_duration=cfg.data.sample_duration,
+                                  sample_size=cfg.data.sample_size, short_side=min(row["height"], row["width"]),
+                                  sample_stride=cfg.data.sample_stride, n_clips=cfg.data.n_val_clips)
+            clips.append(to_model_input(torch.from_numpy(video), norm=cfg.data.norm))
+            targets.append(labels[row["video_index"]])
+    return clips, targets
+
+
+def _val_video_accuracy(run_dir, cfg: config_lib.Config) -> float:
+    """Recompute the val video accuracy of `last.pt` without Ray: score every val clip, average per video."""
+    model = model_from_config(cfg.model, cfg.data)
+    model.load_state_dict(load_checkpoint(run_dir / "last.pt")["model"])
+    model.eval()
+    clips, targets = _centre_clips(cfg, "val")
+    with torch.no_grad():
+        predicted = [model(video).softmax(1).mean(0).argmax().item() for video in clips]  # (n, classes) per video
+    return float(np.mean(np.array(predicted) == np.array(targets)))
+
+
+def _train_loss(model: torch.nn.Module, cfg: config_lib.Config) -> float:
+    """Cross-entropy on fixed centre clips of the training videos, with BatchNorm statistics recomputed on those
+    clips first ("precise BN"), so that an initial and a trained model are compared as the same kind of function."""
+    clips, targets = _centre_clips(cfg, "train")
+    inputs = torch.cat(clips)  # (videos * n_val_clips, C, T, H, W)
+    model = copy.deepcopy(model)
+    for norm in model.modules():
+        if isinstance(norm, torch.nn.modules.batchnorm._BatchNorm):
+            norm.reset_running_stats()
+            norm.momentum = None  # a plain average over the forward passes below
+    with torch.no_grad():
+        model.train()(inputs)
+        logits = model.eval()(inputs)  # (videos * n_val_clips, classes)
+    repeats = torch.tensor([len(video) for video in clips])
+    return torch.nn.functional.cross_entropy(logits, torch.tensor(targets).repeat_interleave(repeats)).item()
 
 
 def test_two_workers_learn_and_log_every_metric(straight_run, tiny_dataset):
     records = rundir.read_metrics(straight_run)
-    assert [r["epoch"] for r in records] == [1, 2, 3]
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4, 5]
     for record in records:
         assert set(rundir.METRIC_KEYS) <= set(record)
         assert 0 <= record["val_video_acc"] <= 1 and record["clips_per_s"] > 0
-    assert records[-1]["train_loss"] < records[0]["train_loss"]
-    # cosine with one warm-up epoch over 3 epochs: lr/2, the full lr, then half-way down the cosine
-    assert [r["lr"] for r in records] == pytest.approx([0.005, 0.01, 0.005])
-    assert records[-1]["val_video_acc"] == pytest.approx(_val_video_accuracy(straight_run, tiny_dataset), abs=1e-9)
+    cfg = rundir.read_config(straight_run)
+    torch.manual_seed(cfg.run.seed)  # the workers' initial weights
+    initial = model_from_config(cfg.model, cfg.data)
+    trained = model_from_config(cfg.model, cfg.data)
+    trained.load_state_dict(load_checkpoint(straight_run / "last.pt")["model"])
+    assert _train_loss(trained, cfg) < 0.9 * _train_loss(initial, cfg)  # 5 steps of 8 clips: measured 0.6-0.8
+    # cosine with one warm-up epoch over 5 epochs: lr/2, the full lr, then down the cosine over the last 4
+    half_cosine = [(1 + math.cos(math.pi * k / 4)) / 2 for k in range(4)]
+    assert [r["lr"] for r in records] == pytest.approx([0.001] + [0.002 * f for f in half_cosine])
+    assert records[-1]["val_video_acc"] == pytest.approx(_val_video_accuracy(straight_run, cfg), abs=1e-9)
     assert records[-1]["val_videos"] == len(video_table(tiny_dataset.parquet, split=1, subset="val"))
 
 
 def test_checkpoints_hold_the_whole_state_and_load_weights_only(straight_run):
     last = torch.load(straight_run / "last.pt", weights_only=True)
     assert {"model", "optimizer", "scheduler", "scaler", "epoch", "config", "labels", "vidfuse_version"} <= set(last)
-    assert last["epoch"] == 3 and last["config"]["run"]["name"] == "straight"
+    assert last["epoch"] == 5 and last["config"]["run"]["name"] == "straight"
     best = load_checkpoint(straight_run / "best.pt")
     best_epoch = max(rundir.read_metrics(straight_run), key=lambda r: r["val_video_acc"])["epoch"]
     assert best["epoch"] == best_epoch
     assert rundir.read_config(straight_run).model.num_classes == len(last["labels"])
     meta = json.loads((straight_run / rundir.META).read_text())
-    model = build_model(arch="resnet", depth=10, shortcut="A", num_classes=len(last["labels"]), fusion="hbp",
+    model = build_model(arch="resnet", depth=10, shortcut="A", num_classes=len(last["labels"]), fusion="factorized",
                         fusion_dim=16)
     assert meta["parameters"] == sum(p.numel() for p in model.parameters())
 
@@ -105,9 +134,9 @@ def test_stopped_run_resumes_with_the_same_epochs_and_lrs(straight_run, tiny_dat
     assert [r["epoch"] for r in rundir.read_metrics(tmp_path / "stopped")] == [1]
     run_dir = train(rundir.read_config(tmp_path / "stopped"), resume=True)
     resumed, straight = rundir.read_metrics(run_dir), rundir.read_metrics(straight_run)
-    assert [r["epoch"] for r in resumed] == [r["epoch"] for r in straight] == [1, 2, 3]
+    assert [r["epoch"] for r in resumed] == [r["epoch"] for r in straight] == [1, 2, 3, 4, 5]
     assert [r["lr"] for r in resumed] == [r["lr"] for r in straight]
-    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 3
+    assert load_checkpoint(run_dir / "last.pt")["epoch"] == 5
 
 
 def test_dead_worker_is_restarted_from_the_last_checkpoint(ray_session, tiny_dataset, tmp_path, monkeypatch):
