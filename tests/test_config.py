@@ -38,6 +38,7 @@ def test_unknown_key_lists_the_valid_keys_of_its_section():
     ("run.epochs=2.5", "run.epochs"),
     ("data.min_crop_scale=0.2", "data.min_crop_scale=0.2"),
     ("data.hflip=maybe", "data.hflip"),
+    ("run.storage=s3://bucket/runs", "run.storage=s3://bucket/runs"),
 ])
 def test_bad_values_are_named(override, fragment):
     with pytest.raises(VidfuseError, match=None) as err:

@@ -73,7 +73,7 @@ class OptimConfig:
 @dataclass
 class RunConfig:
     name: str = "run"  # run name: the folder under storage
-    storage: str = "runs"  # local folder, NFS path or s3:// URI shared by all nodes
+    storage: str = "runs"  # local folder, or on a cluster a shared file system path (NFS) mounted on every node
     epochs: int = 30  # training epochs
     batch_size: int = 32  # clips per step across all workers
     workers: int = 2  # Ray Train workers (one per GPU on a cluster)
@@ -252,6 +252,10 @@ def validate(config: Config) -> None:
         raise VidfuseError(f"data.{error}") from None
     if config.model.num_classes < 0:
         raise VidfuseError(f"model.num_classes={config.model.num_classes} must be 0 (from the data) or positive")
+    if "://" in config.run.storage:
+        raise VidfuseError(f"run.storage={config.run.storage}: a URI is not supported, as the run folder (config.yaml, "
+                           "metrics.jsonl, best.pt, last.pt) is written with file APIs; use a shared file system "
+                           "path mounted on every node (NFS)")
     if config.optim.lr <= 0:
         raise VidfuseError(f"optim.lr={config.optim.lr} must be positive")
 
