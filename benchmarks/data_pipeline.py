@@ -4,8 +4,9 @@ All cases make 16 x 112 x 112 train clips (random window, multi-scale corner cro
 clips in ../shared/data/clips (320 x 240):
 - naive:        the 3D-ResNets-PyTorch loader: per frame `PIL.Image.open` from a frame folder (320 x 240 JPEGs),
                 full decode, crop, resize, flip; one process (1 core);
-- decode_limit: only decoding the 16 JPEGs of a random window from the prepared Parquet rows (short side 128),
-                in memory, one process (1 core): no loader can beat this per core;
+- decode_limit: only decoding the 16 JPEGs of a random window from the prepared Parquet rows (short side 128)
+                with the pipeline's own decoder (`pipeline.decode_jpeg`), in memory, one process (1 core): no
+                loader can beat this per core;
 - ray_data:     `clip_dataset(mode="train")` from Parquet (short side 128) with 1 and with all-cores decoders,
                 consumed with `iter_torch_batches`; first-batch latency (per epoch = per execution) is reported
                 apart from the steady-state rate (between the batches at 30 % and 90 % of an epoch).
@@ -17,7 +18,6 @@ of `--repeats` runs. Run: `.venv/bin/python benchmarks/data_pipeline.py` (starts
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import statistics
@@ -29,9 +29,10 @@ import av
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import torch
 from PIL import Image
 
-from vidfuse.data.pipeline import clip_dataset
+from vidfuse.data.pipeline import clip_dataset, decode_jpeg
 from vidfuse.data.prepare import META_NAME, prepare_dataset, read_meta
 from vidfuse.data.sampling import random_start, window_indices
 from vidfuse.data.transforms import random_crop
@@ -81,10 +82,10 @@ def naive_clip(folder: Path, n_frames: int, rng: np.random.Generator) -> np.ndar
     return np.stack(frames)
 
 
-def decode_only(jpegs: list[bytes], rng: np.random.Generator) -> list[Image.Image]:
-    """Decode the JPEGs of one random window, nothing else."""
+def decode_only(jpegs: list[bytes], rng: np.random.Generator) -> list[torch.Tensor]:
+    """Decode the JPEGs of one random window with the pipeline's own decoder, nothing else."""
     indices = window_indices(random_start(len(jpegs), DURATION, rng), len(jpegs), duration=DURATION)
-    return [Image.open(io.BytesIO(jpegs[i])).convert("RGB") for i in indices]
+    return [decode_jpeg(jpegs[i]) for i in indices]
 
 
 def time_loop(make_clip, n_clips: int, repeats: int) -> float:

@@ -9,9 +9,10 @@ from collections import Counter
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
+import torch
 from PIL import Image
 
-from vidfuse.data.pipeline import clip_dataset, eval_clips, video_table
+from vidfuse.data.pipeline import clip_dataset, decode_jpeg, draft_reduction, eval_clips, video_table
 from vidfuse.errors import VidfuseError
 
 T, S = 8, 32  # clip length and crop size; the tiny videos have 16 frames of 48 x 48
@@ -88,3 +89,20 @@ def test_bad_requests_name_the_problem(tiny_dataset):
         clip_dataset(tiny_dataset.parquet, split=1, subset="test", mode="eval", sample_duration=T, sample_size=S)
     with pytest.raises(VidfuseError, match="not a prepared data set"):
         video_table(tiny_dataset.parquet.parent, split=1, subset="test")
+
+
+def test_decode_jpeg_matches_pillow_and_decodes_small_when_the_crop_allows(shared_data):
+    import av
+
+    with av.open(str(shared_data / "clips/ucf101/Basketball/v_Basketball_g01_c01.avi")) as container:
+        rgb = next(container.decode(video=0)).to_ndarray(format="rgb24")  # (240, 320, 3)
+    buffer = io.BytesIO()
+    Image.fromarray(rgb).save(buffer, format="JPEG", quality=90)
+    data = buffer.getvalue()
+    reference = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).transpose(2, 0, 1)  # (3, 240, 320)
+
+    full = decode_jpeg(data)  # torchvision's decoder
+    assert full.shape == reference.shape and full.dtype == torch.uint8
+    assert np.abs(full.numpy().astype(int) - reference).mean() < 1.0  # two libjpeg builds, same image
+    assert tuple(decode_jpeg(data, reduction=2).shape) == (3, 120, 160)  # Pillow's draft at half size
+    assert [draft_reduction(240, m) for m in (200, 120, 112, 60, 30, 20)] == [1, 2, 2, 4, 8, 8]

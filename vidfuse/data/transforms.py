@@ -7,9 +7,9 @@ One `Crop` is drawn per clip and applied to all its frames, so the motion inside
   whose direction matters, such as "move left" / "move right", must not be flipped);
 - eval: the centre square of side `short side`, resized to `size` (= resize short side + centre crop).
 
-Crop and resize run on the whole clip at once with `torchvision.transforms.v2.functional`. A crop is described
-relative to the frame, so frames may be decoded at a reduced size first (Pillow's JPEG `draft`) when the crop
-still gets at least `size` pixels from it.
+Crop and resize run on the whole clip at once with `torchvision.transforms.v2.functional`, on (C, H, W) uint8
+frame tensors. A crop is described relative to the frame, so frames may be decoded at a reduced size first
+(Pillow's JPEG `draft`) when the crop still gets at least `size` pixels from it.
 """
 
 from __future__ import annotations
@@ -93,9 +93,11 @@ def resize_short_side(image: Image.Image, short_side: int) -> Image.Image:
     return image if size == image.size else image.resize(size, Image.BILINEAR, reducing_gap=3.0)
 
 
-def crop_clip(frames: list[Image.Image] | list[np.ndarray], crop: Crop, size: int) -> np.ndarray:
-    """Apply `crop` to every frame and resize to `size` x `size`: uint8 (T, size, size, C)."""
-    clip = torch.from_numpy(np.stack([np.asarray(f) for f in frames])).permute(0, 3, 1, 2)  # (T, C, H, W)
+def crop_clip(frames: list[torch.Tensor], crop: Crop, size: int) -> np.ndarray:
+    """Apply `crop` to every uint8 (C, H, W) frame and resize to `size` x `size`: uint8 (T, size, size, C)."""
+    # (T, C, H, W) stored as (T, H, W, C): the decoders' frames are HWC memory, and the antialiased resize of
+    # uint8 has a fast path for that layout (measured 3x the planar one here)
+    clip = torch.stack([frame.permute(1, 2, 0) for frame in frames]).permute(0, 3, 1, 2)
     top, left, side = crop.box(clip.shape[-1], clip.shape[-2])
     clip = F.resized_crop(clip, top, left, side, side, [size, size], antialias=True)
     if crop.flip:
