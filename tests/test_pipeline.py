@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import re
 from collections import Counter
 
 import numpy as np
@@ -78,6 +79,8 @@ def test_train_mode_draws_new_windows_and_crops_every_epoch(tiny_dataset, ray_se
         assert all(r["clip"].shape == (T, S, S, 3) for r in epoch.values())
     changed = [not np.array_equal(epochs[0][k]["clip"], epochs[1][k]["clip"]) for k in epochs[0]]
     assert sum(changed) >= len(changed) - 1
+    # read, draw and decode ran as one fused task: whole videos never went through the object store
+    assert re.search(r"ReadFiles\w*->Project->MapBatches\(decode_clips\)", ds.stats())
 
 
 def test_bad_requests_name_the_problem(tiny_dataset):

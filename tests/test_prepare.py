@@ -145,6 +145,15 @@ def test_frame_folders_round_trip(tiny_dataset):
     assert {r["split1"] for r in rows.values()} == {"train", "val", "test"}
 
 
+def test_frames_are_stored_plain_and_the_rest_compressed(tiny_dataset):
+    shard = next(tiny_dataset.parquet.glob("part-*.parquet"))
+    row_group = pq.ParquetFile(shard).metadata.row_group(0)
+    codecs = {row_group.column(i).path_in_schema: row_group.column(i) for i in range(row_group.num_columns)}
+    frames = codecs.pop("frames.list.element")
+    assert frames.compression == "UNCOMPRESSED" and "RLE_DICTIONARY" not in frames.encodings
+    assert {c.compression for c in codecs.values()} == {"SNAPPY"}
+
+
 def test_bad_inputs_are_one_clear_error(tiny_dataset, tmp_path):
     base = dict(dataset="ucf101", splits=tiny_dataset.splits_dir, out=tmp_path / "x.parquet", progress=False,
                 workers=1)

@@ -144,6 +144,15 @@ def _schema(splits: list[int]) -> pa.Schema:
     )
 
 
+def writer_options(schema: pa.Schema) -> dict:
+    """`pq.ParquetWriter` options for a data set: the `frames` column plain (JPEG bytes do not compress, so
+    Snappy and dictionary encoding would only cost every reader a pass over every frame), the rest Snappy."""
+    return dict(
+        compression={name: "none" if name == "frames" else "snappy" for name in schema.names},
+        use_dictionary=[name for name in schema.names if name != "frames"],
+    )
+
+
 class ShardWriter:
     """Writes rows into `part-NNNNN.parquet` shards inside a folder, one row group per `ROW_GROUP_VIDEOS` rows."""
 
@@ -163,7 +172,7 @@ class ShardWriter:
             return
         if self.writer is None:
             shard = self.folder / f"part-{self.written // SHARD_VIDEOS:05d}.parquet"
-            self.writer = pq.ParquetWriter(shard, self.schema)
+            self.writer = pq.ParquetWriter(shard, self.schema, **writer_options(self.schema))
         self.writer.write_table(pa.Table.from_pylist(self.pending, self.schema))
         self.written += len(self.pending)
         self.pending = []
