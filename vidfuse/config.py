@@ -50,7 +50,7 @@ class DataConfig:
     hflip: bool = True  # random horizontal flips in training; off when direction is the class (left vs right)
     norm: str = "kinetics"  # normalisation preset: kinetics (3D-ResNets mean, 0-255 scale) or imagenet
     val_from_test: bool = False  # old protocol: validate on the official test list (selection on the test set)
-    decode_workers: int = 1  # Ray Data decoder actors (keep at most CPUs - 1 free for the Parquet reads)
+    decode_workers: int = 1  # Ray Data read + decode tasks at once (capped at CPUs - 1)
     shuffle_buffer: int = 64  # clips in each worker's local shuffle buffer
 
 
