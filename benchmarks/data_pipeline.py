@@ -5,16 +5,22 @@ clips in ../shared/data/clips (320 x 240):
 - naive:        the 3D-ResNets-PyTorch loader: per frame `PIL.Image.open` from a frame folder (320 x 240 JPEGs),
                 full decode, crop, resize, flip; one process (1 core);
 - decode_limit: only decoding the 16 JPEGs of a random window from the prepared Parquet rows (short side 128)
-                with the pipeline's own decoder (`pipeline.decode_jpeg`), in memory, one process (1 core): no
+                with the pipeline's own decoder (`pipeline.decode_jpegs`), in memory, one process (1 core): no
                 loader can beat this per core;
+- plain_loop:   the pipeline's own work without Ray: pyarrow reads whole row groups of the replicated Parquet
+                (the columns the pipeline reads) and `decode_clips` makes the clips, one process (1 core); Ray
+                Data's rate over this one is the cost of the Ray Data layer itself;
 - ray_data:     `clip_dataset(mode="train")` from Parquet (short side 128) with 1 and with all-cores decoders,
                 consumed with `iter_torch_batches`; first-batch latency (per epoch = per execution) is reported
-                apart from the steady-state rate (between the batches at 30 % and 90 % of an epoch).
+                apart from the steady-state rate (between the batches at 30 % and 90 % of an epoch). Its cores:
+                the decoders, or the cores Ray's worker processes were measured busy in that window if more
+                (Arrow's read threads can add to a decoder's core).
 The prepared rows are replicated (`--copies`, default 800: 3,200 videos, ~1 MB each) so that an epoch lasts long
 enough to have a steady state. With 800 videos the "steady" rate came out ~25 % too high: the clips decoded while
 the first batch was awaited were still being handed out between 30 % and 90 % of the epoch.
 Each case prints one JSON line; a final line gives the per-core ratios. Plain-loop cases report the median
-of `--repeats` runs. Run: `.venv/bin/python benchmarks/data_pipeline.py` (starts its own `ray.init`).
+of `--repeats` runs (plain_loop: of 4 x `--clips` clips, so that it spans several row groups).
+Run: `.venv/bin/python benchmarks/data_pipeline.py` (starts its own `ray.init`).
 """
 
 from __future__ import annotations
@@ -34,10 +40,10 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from vidfuse.data.pipeline import clip_dataset, decode_jpeg
+from vidfuse.data.pipeline import DRAW, VIDEO_COLUMNS, VIDEOS_PER_BATCH, clip_dataset, decode_clips, decode_jpegs
 from vidfuse.data.prepare import META_NAME, ROW_GROUP_VIDEOS, prepare_dataset, read_meta, writer_options
 from vidfuse.data.sampling import random_start, window_indices
-from vidfuse.data.transforms import random_crop
+from vidfuse.data.transforms import Augment, random_crop
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips" / "ucf101"
 DURATION, SIZE, SHORT_SIDE = 16, 112, 128
@@ -88,39 +94,75 @@ def naive_clip(folder: Path, n_frames: int, rng: np.random.Generator) -> np.ndar
 def decode_only(jpegs: list[bytes], rng: np.random.Generator) -> list[torch.Tensor]:
     """Decode the JPEGs of one random window with the pipeline's own decoder, nothing else."""
     indices = window_indices(random_start(len(jpegs), DURATION, rng), len(jpegs), duration=DURATION)
-    return [decode_jpeg(jpegs[i]) for i in indices]
+    return decode_jpegs([jpegs[i] for i in indices])
 
 
-def time_loop(make_clip, n_clips: int, repeats: int) -> float:
-    """Median clips/s of `repeats` runs of `n_clips` calls."""
+def read_and_decode(shard: Path, n_videos: int, rng: np.random.Generator) -> int:
+    """The Ray pipeline's work for at least `n_videos` train clips in a plain loop: whole row groups of `shard`
+    read with pyarrow (one thread), then `decode_clips`. Returns the number of clips made."""
+    parquet = pq.ParquetFile(shard)
+    made = 0
+    for group in range(parquet.num_row_groups):
+        block = parquet.read_row_group(group, columns=VIDEO_COLUMNS, use_threads=False)
+        block = block.append_column(DRAW, pa.array(rng.random(block.num_rows)))
+        for batch in decode_clips(block, videos_per_batch=VIDEOS_PER_BATCH, mode="train", sample_duration=DURATION,
+                                  sample_size=SIZE, sample_stride=1, n_val_clips=1, augment=Augment()):
+            made += len(batch["clip"])
+        if made >= n_videos:
+            break
+    return made
+
+
+def time_loop(make_clips, n_clips: int, repeats: int) -> float:
+    """Median clips/s of `repeats` runs of calls to `make_clips()` (which returns how many clips it made) until
+    `n_clips` are made."""
     rates = []
     for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(n_clips):
-            make_clip()
-        rates.append(n_clips / (time.perf_counter() - start))
+        start, made = time.perf_counter(), 0
+        while made < n_clips:
+            made += make_clips()
+        rates.append(made / (time.perf_counter() - start))
     return statistics.median(rates)
+
+
+def ray_worker_cpu_s() -> float:
+    """CPU seconds used so far by this machine's Ray worker processes (titles `ray::...`: the decoders, idle
+    workers, Ray Data's actors), read from /proc (Linux; 0 elsewhere)."""
+    total = 0.0
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if not (proc / "cmdline").read_bytes().startswith(b"ray::"):
+                continue
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # the process ended meanwhile
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+    return total
 
 
 def time_ray(path: Path, decode_workers: int, epochs: int, batch_size: int) -> dict:
     """Per epoch: first-batch latency, the whole epoch's clips/s, and the steady-state clips/s measured between
     the batches at 30 % and 90 % of the epoch (clips decoded ahead while the first batch was awaited are spent by
-    then, so this is the rate the pipeline sustains); the medians over epochs."""
+    then, so this is the rate the pipeline sustains), with the cores Ray's workers kept busy meanwhile (Arrow's
+    read threads included); the medians over epochs."""
     ds = clip_dataset(path, split=1, subset="train", mode="train", sample_duration=DURATION, sample_size=SIZE,
                       decode_workers=decode_workers)
-    first, whole, steady = [], [], []
+    clips_per_epoch = read_meta(path)["counts"]["split1"]["train"]  # one train clip per video
+    first, whole, steady, busy = [], [], [], []
     for _ in range(epochs):
-        start = time.perf_counter()
-        marks = []  # (seconds since start, clips so far) after each batch
+        start, made, window = time.perf_counter(), 0, []  # window: (seconds, clips, worker CPU s) at 30 %, 90 %
         for batch in ds.iter_torch_batches(batch_size=batch_size, prefetch_batches=2):
-            marks.append((time.perf_counter() - start, (marks[-1][1] if marks else 0) + len(batch["clip"])))
-        total = marks[-1][1]
-        (t_a, n_a), (t_b, n_b) = (next(m for m in marks if m[1] >= share * total) for share in (0.3, 0.9))
-        first.append(marks[0][0])
-        whole.append(total / marks[-1][0])
+            made += len(batch["clip"])
+            if made == len(batch["clip"]):
+                first.append(time.perf_counter() - start)
+            if len(window) < 2 and made >= (0.3, 0.9)[len(window)] * clips_per_epoch:
+                window.append((time.perf_counter() - start, made, ray_worker_cpu_s()))
+        whole.append(made / (time.perf_counter() - start))
+        (t_a, n_a, cpu_a), (t_b, n_b, cpu_b) = window
         steady.append((n_b - n_a) / (t_b - t_a))
+        busy.append((cpu_b - cpu_a) / (t_b - t_a))
     return {"first_batch_s": [round(t, 1) for t in first], "epoch_clips_per_s": round(statistics.median(whole), 1),
-            "clips_per_s": statistics.median(steady)}
+            "clips_per_s": statistics.median(steady), "worker_cores_busy": round(statistics.median(busy), 2)}
 
 
 def main() -> None:
@@ -145,19 +187,27 @@ def main() -> None:
 
         results = {}
 
-        def emit(case: str, clips_per_s: float, used_cores: int, **extra) -> None:
+        def emit(case: str, clips_per_s: float, used_cores: float, **extra) -> None:
             results[case] = clips_per_s / used_cores
             print(json.dumps({"case": case, "clips_per_s": round(clips_per_s, 1), "cores": used_cores,
                               "clips_per_s_per_core": round(clips_per_s / used_cores, 1),
                               "clip": f"{DURATION}x{SIZE}x{SIZE}", "machine_cores": cores, **extra}), flush=True)
 
-        def naive() -> np.ndarray:
+        def naive() -> int:
             k = rng.integers(len(folders))
-            return naive_clip(folders[k], counts[k], rng)
+            naive_clip(folders[k], counts[k], rng)
+            return 1
 
+        def decode() -> int:
+            decode_only(jpegs[rng.integers(len(jpegs))], rng)
+            return 1
+
+        shard = tmp / "data.parquet" / "part-00000.parquet"
         emit("naive_pil_per_frame", time_loop(naive, args.clips, args.repeats), 1, source="320x240 frame folders")
-        emit("decode_limit", time_loop(lambda: decode_only(jpegs[rng.integers(len(jpegs))], rng), args.clips,
-                                       args.repeats), 1, source=f"Parquet JPEGs, short side {SHORT_SIDE}")
+        emit("decode_limit", time_loop(decode, args.clips, args.repeats), 1,
+             source=f"Parquet JPEGs, short side {SHORT_SIDE}")
+        emit("plain_loop", time_loop(lambda: read_and_decode(shard, 4 * args.clips, rng), 4 * args.clips,
+                                     args.repeats), 1, source=f"Parquet row groups, short side {SHORT_SIDE}")
 
         import ray
 
@@ -167,7 +217,8 @@ def main() -> None:
         try:
             for workers in sorted({1, cores}):
                 timing = time_ray(tmp / "data.parquet", workers, args.epochs, args.batch_size)
-                emit(f"ray_data_{workers}_decoders", timing["clips_per_s"], workers,
+                emit(f"ray_data_{workers}_decoders", timing["clips_per_s"], max(workers, timing["worker_cores_busy"]),
+                     decoders=workers, worker_cores_busy=timing["worker_cores_busy"],
                      first_batch_s=timing["first_batch_s"], epoch_clips_per_s=timing["epoch_clips_per_s"],
                      videos_per_epoch=read_meta(tmp / "data.parquet")["counts"]["split1"]["train"],
                      source=f"Parquet JPEGs, short side {SHORT_SIDE}")
@@ -178,6 +229,8 @@ def main() -> None:
     print(json.dumps({"case": "ratios_per_core",
                       "ray_vs_naive": round(best_ray / results["naive_pil_per_frame"], 2),
                       "ray_vs_decode_limit": round(best_ray / results["decode_limit"], 2),
+                      "plain_loop_vs_decode_limit": round(results["plain_loop"] / results["decode_limit"], 2),
+                      "ray_vs_plain_loop": round(best_ray / results["plain_loop"], 2),
                       "note": "shared, noisy machine; Ray steady state = rate between 30 % and 90 % of an epoch"}))
 
 

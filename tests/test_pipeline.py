@@ -8,12 +8,13 @@ import re
 from collections import Counter
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
 from PIL import Image
 
-from vidfuse.data.pipeline import clip_dataset, decode_jpeg, draft_reduction, eval_clips, video_table
+from vidfuse.data.pipeline import clip_dataset, decode_jpegs, draft_reduction, eval_clips, video_table
 from vidfuse.errors import VidfuseError
 
 T, S = 8, 32  # clip length and crop size; the tiny videos have 16 frames of 48 x 48
@@ -104,8 +105,10 @@ def test_decode_jpeg_matches_pillow_and_decodes_small_when_the_crop_allows(share
     data = buffer.getvalue()
     reference = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).transpose(2, 0, 1)  # (3, 240, 320)
 
-    full = decode_jpeg(data)  # torchvision's decoder
+    full, again = decode_jpegs([data, pa.py_buffer(data)])  # torchvision's decoder, from bytes or Arrow buffers
     assert full.shape == reference.shape and full.dtype == torch.uint8
     assert np.abs(full.numpy().astype(int) - reference).mean() < 1.0  # two libjpeg builds, same image
-    assert tuple(decode_jpeg(data, reduction=2).shape) == (3, 120, 160)  # Pillow's draft at half size
+    assert torch.equal(full, again)
+    halves = decode_jpegs([data, data], reduction=2)  # Pillow's draft at half size
+    assert [tuple(h.shape) for h in halves] == [(3, 120, 160)] * 2
     assert [draft_reduction(240, m) for m in (200, 120, 112, 60, 30, 20)] == [1, 2, 2, 4, 8, 8]
