@@ -162,7 +162,8 @@ def time_ray(path: Path, decode_workers: int, epochs: int, batch_size: int) -> d
         steady.append((n_b - n_a) / (t_b - t_a))
         busy.append((cpu_b - cpu_a) / (t_b - t_a))
     return {"first_batch_s": [round(t, 1) for t in first], "epoch_clips_per_s": round(statistics.median(whole), 1),
-            "clips_per_s": statistics.median(steady), "worker_cores_busy": round(statistics.median(busy), 2)}
+            "clips_per_s": statistics.median(steady), "worker_cores_busy": round(statistics.median(busy), 2),
+            "videos_per_epoch": clips_per_epoch}
 
 
 def main() -> None:
@@ -220,7 +221,7 @@ def main() -> None:
                 emit(f"ray_data_{workers}_decoders", timing["clips_per_s"], max(workers, timing["worker_cores_busy"]),
                      decoders=workers, worker_cores_busy=timing["worker_cores_busy"],
                      first_batch_s=timing["first_batch_s"], epoch_clips_per_s=timing["epoch_clips_per_s"],
-                     videos_per_epoch=read_meta(tmp / "data.parquet")["counts"]["split1"]["train"],
+                     videos_per_epoch=timing["videos_per_epoch"],
                      source=f"Parquet JPEGs, short side {SHORT_SIDE}")
         finally:
             ray.shutdown()

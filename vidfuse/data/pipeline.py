@@ -112,7 +112,7 @@ def decode_clips(
     an actor pool starts new processes every epoch (~5 s before the first batch).
     """
     torch.set_num_threads(1)  # one decoder, one core; parallelism comes from the task pool
-    columns = {name: block.column(name).to_numpy() for name in ("video_index", "label", "n_frames", "height", "width")}
+    columns = {name: block.column(name).to_numpy() for name in VIDEO_COLUMNS if name != "frames"}
     draws = block.column(DRAW).to_numpy() if mode == "train" else None
     videos = block.column("frames")
     for first in range(0, block.num_rows, videos_per_batch):
