@@ -40,7 +40,15 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
-from vidfuse.data.pipeline import DRAW, VIDEO_COLUMNS, VIDEOS_PER_BATCH, clip_dataset, decode_clips, decode_jpegs
+from vidfuse.data.pipeline import (
+    DECODER_ENV_VARS,
+    DRAW,
+    VIDEO_COLUMNS,
+    VIDEOS_PER_BATCH,
+    clip_dataset,
+    decode_clips,
+    decode_jpegs,
+)
 from vidfuse.data.prepare import META_NAME, ROW_GROUP_VIDEOS, prepare_dataset, read_meta, writer_options
 from vidfuse.data.sampling import random_start, window_indices
 from vidfuse.data.transforms import Augment, random_crop
@@ -103,10 +111,11 @@ def read_and_decode(shard: Path, n_videos: int, rng: np.random.Generator) -> int
     parquet = pq.ParquetFile(shard)
     made = 0
     for group in range(parquet.num_row_groups):
-        block = parquet.read_row_group(group, columns=VIDEO_COLUMNS, use_threads=False)
+        block = parquet.read_row_group(group, columns=[*VIDEO_COLUMNS, "split1"], use_threads=False)
         block = block.append_column(DRAW, pa.array(rng.random(block.num_rows)))
-        for batch in decode_clips(block, videos_per_batch=VIDEOS_PER_BATCH, mode="train", sample_duration=DURATION,
-                                  sample_size=SIZE, sample_stride=1, n_val_clips=1, augment=Augment()):
+        for batch in decode_clips(block, split_column="split1", subset="train", videos_per_batch=VIDEOS_PER_BATCH,
+                                  mode="train", sample_duration=DURATION, sample_size=SIZE, sample_stride=1,
+                                  n_val_clips=1, augment=Augment()):
             made += len(batch["clip"])
         if made >= n_videos:
             break
@@ -213,7 +222,8 @@ def main() -> None:
         import ray
 
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(num_cpus=cores + 1, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(num_cpus=cores + 1, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 runtime_env={"env_vars": DECODER_ENV_VARS})  # as vidfuse's own runs have them
         ray.data.DataContext.get_current().enable_progress_bars = False
         try:
             for workers in sorted({1, cores}):

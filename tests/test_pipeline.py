@@ -14,7 +14,16 @@ import pytest
 import torch
 from PIL import Image
 
-from vidfuse.data.pipeline import clip_dataset, decode_jpegs, draft_reduction, eval_clips, video_table
+from vidfuse.data.pipeline import (
+    DECODER_ENV_VARS,
+    StoredFrames,
+    clip_dataset,
+    decode_jpegs,
+    draft_reduction,
+    eval_clips,
+    video_table,
+)
+from vidfuse.data.prepare import shard_paths
 from vidfuse.errors import VidfuseError
 
 T, S = 8, 32  # clip length and crop size; the tiny videos have 16 frames of 48 x 48
@@ -112,3 +121,28 @@ def test_decode_jpeg_matches_pillow_and_decodes_small_when_the_crop_allows(share
     halves = decode_jpegs([data, data], reduction=2)  # Pillow's draft at half size
     assert [tuple(h.shape) for h in halves] == [(3, 120, 160)] * 2
     assert [draft_reduction(240, m) for m in (200, 120, 112, 60, 30, 20)] == [1, 2, 2, 4, 8, 8]
+
+
+@pytest.mark.parametrize("binary", [pa.binary(), pa.large_binary()])
+def test_stored_frames_slices_each_jpeg_out_of_the_arrow_buffer(binary):
+    videos = [[b"a", b"bb", b"ccc"], [b"dddd"], [b"e" * 5, b"", b"ffffff"]]
+    column = pa.array(videos, type=pa.list_(binary))
+    for start in (0, 1):  # a sliced column (as Ray's blocks are) starts inside the offsets and data buffers
+        stored = StoredFrames(column.slice(start))
+        for row, frames in enumerate(videos[start:]):
+            picked = [len(frames) - 1, 0]
+            assert [stored.jpegs(row, [i])[0].to_pybytes() for i in picked] == [frames[i] for i in picked]
+
+
+def test_decoder_tasks_run_arrow_on_one_thread(tiny_dataset, ray_session):
+    """The Parquet read fused into a decoder task sizes Arrow's pools from the job's DECODER_ENV_VARS."""
+    import ray
+
+    def arrow_threads(block: pa.Table) -> dict[str, list[int]]:
+        return {"cpu": [pa.cpu_count()], "io": [pa.io_thread_count()]}
+
+    pools = ray.data.read_parquet([str(p) for p in shard_paths(tiny_dataset.parquet)]).map_batches(
+        arrow_threads, batch_size=None, batch_format="pyarrow").take_all()
+    expected = (int(DECODER_ENV_VARS["RAY_DATA_PARQUET_READER_CPU_COUNT"]),
+                int(DECODER_ENV_VARS["RAY_DATA_PARQUET_READER_IO_THREAD_COUNT"]))
+    assert pools and {(row["cpu"], row["io"]) for row in pools} == {expected} == {(1, 1)}

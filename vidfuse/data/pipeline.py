@@ -1,11 +1,11 @@
 """From a prepared Parquet data set to clips: the Ray Data pipeline for training / evaluation, and the same
 clip making for `predict` without Ray.
 
-    read_parquet (only the needed columns, rows of split N / subset pushed down to the scan)
+    read_parquet (only the needed columns)
       -> [train] a per-row random draw, new every execution (epoch), reproducible from `seed`
-      -> map_batches(decode_clips): window starts -> decode only those JPEGs (torchvision's libjpeg-turbo
-         decoder; Pillow `draft` when the crop allows a 2x-8x smaller decode) -> one crop / flip per clip, on
-         frames kept in (H, W, C) memory
+      -> map_batches(decode_clips): the rows of split N's subset -> window starts -> decode only those JPEGs
+         (torchvision's libjpeg-turbo decoder; Pillow `draft` when the crop allows a 2x-8x smaller decode) -> one
+         crop / flip per clip, on frames kept in (H, W, C) memory
       -> rows {clip: uint8 (T, H, W, C), label: int64, video_index: int64, clip_index: int64}
 
 The three steps run fused, as one task in one task pool (they ask for the same compute and CPUs, and the map
@@ -47,6 +47,11 @@ from vidfuse.errors import VidfuseError
 
 DRAW = "draw"  # per-row uniform [0, 1) column that seeds a train row's window and crop
 DECODER_CPUS = 1.0  # a decoder (read + decode task) keeps one core busy
+# ... so Arrow's thread pools in its process get one thread each, as torch's does (decode_clips). Ray's Parquet
+# reader otherwise sizes them to 32 CPU and 128 I/O threads (made for S3), measured to cost ~3 % of a core in
+# thread traffic and ~5 % of the clips/s per core here. Read by the reader at import: the job's runtime env
+# (engine/ray_runtime.py) sets them.
+DECODER_ENV_VARS = {"RAY_DATA_PARQUET_READER_CPU_COUNT": "1", "RAY_DATA_PARQUET_READER_IO_THREAD_COUNT": "1"}
 VIDEOS_PER_BATCH = 8  # videos per output batch of a decoder
 VIDEO_COLUMNS = ["video_index", "label", "n_frames", "height", "width", "frames"]  # what decoding reads
 
@@ -97,47 +102,72 @@ def make_clips(
     return clips, starts
 
 
+class StoredFrames:
+    """The JPEG bytes of one record batch's `frames` column (list<binary>), sliced straight out of Arrow's data
+    buffer by its offsets: no Python object per stored frame (pyarrow scalars cost ~4 us per frame here)."""
+
+    def __init__(self, videos: pa.ListArray) -> None:
+        jpegs = videos.values
+        offset_type = np.int64 if pa.types.is_large_binary(jpegs.type) else np.int32
+        self.video_starts = videos.offsets.to_numpy()  # row -> index of its first JPEG in `jpegs`
+        self.jpeg_offsets = np.frombuffer(jpegs.buffers()[1], dtype=offset_type)[jpegs.offset:]
+        self.data = jpegs.buffers()[2]
+
+    def jpegs(self, row: int, indices: Sequence[int]) -> list[pa.Buffer]:
+        """The JPEGs of frames `indices` of video `row`: zero-copy views of the data buffer."""
+        first = self.video_starts[row]
+        return [self.data[self.jpeg_offsets[first + i]:self.jpeg_offsets[first + i + 1]] for i in indices]
+
+
 def decode_clips(
-    block: pa.Table, *, videos_per_batch: int, mode: str, sample_duration: int, sample_size: int,
-    sample_stride: int, n_val_clips: int, augment: Augment,
+    block: pa.Table, *, split_column: str, subset: str, videos_per_batch: int, mode: str, sample_duration: int,
+    sample_size: int, sample_stride: int, n_val_clips: int, augment: Augment,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Ray Data task: a block of video rows as read -> batches of clip rows, `videos_per_batch` videos at a time
-    (see the module docstring).
+    """Ray Data task: a block of video rows as read -> batches of clip rows of the videos whose `split_column`
+    is `subset`, `videos_per_batch` videos at a time (see the module docstring).
 
     The whole block, not a batch of it, so that Ray fuses the Parquet read into this task (it only fuses a
     read with a map that takes no `batch_size`): the frames never travel through the object store. The
-    block stays Arrow: each JPEG of a chosen window is read straight from the Arrow buffer, where a NumPy
-    batch would first copy every frame of every video into a Python `bytes`. A plain function in a task
-    pool, not an actor: Ray reuses its worker processes (torch already imported) across executions, where
-    an actor pool starts new processes every epoch (~5 s before the first batch).
+    block stays Arrow: each JPEG of a chosen window is sliced straight from the Arrow buffer, where a NumPy
+    batch would first copy every frame of every video into a Python `bytes`. Rows of other subsets are skipped
+    here rather than filtered in the read: Arrow's filter copies every kept row's frames (measured +40 % read
+    CPU), and the scan cannot skip a row group anyway, since `prepare` writes the videos in random order. A
+    plain function in a task pool, not an actor: Ray reuses its worker processes (torch already imported)
+    across executions, where an actor pool starts new processes every epoch (~5 s before the first batch).
     """
     torch.set_num_threads(1)  # one decoder, one core; parallelism comes from the task pool
-    columns = {name: block.column(name).to_numpy() for name in VIDEO_COLUMNS if name != "frames"}
-    draws = block.column(DRAW).to_numpy() if mode == "train" else None
-    videos = block.column("frames")
-    for first in range(0, block.num_rows, videos_per_batch):
-        clips, labels, video_indices, clip_indices = [], [], [], []
-        for row in range(first, min(first + videos_per_batch, block.num_rows)):
-            jpegs = videos[row].values  # this video's frames, a zero-copy view
+    pending = []  # (clips, label, video_index) of the videos of the next output batch
+    for batch in block.to_batches():
+        columns = {name: batch.column(name).to_numpy(zero_copy_only=False)
+                   for name in VIDEO_COLUMNS if name != "frames"}
+        draws = batch.column(DRAW).to_numpy() if mode == "train" else None
+        stored = StoredFrames(batch.column("frames"))
+        for row in np.flatnonzero(batch.column(split_column).to_numpy(zero_copy_only=False) == subset):
             short_side = int(min(columns["height"][row], columns["width"][row]))
             rng = np.random.default_rng(int(draws[row] * 2**53)) if draws is not None else None
             video_clips, _ = make_clips(
                 lambda indices, min_short_side: decode_jpegs(
-                    [jpegs[i].as_buffer() for i in indices], reduction=draft_reduction(short_side, min_short_side)
+                    stored.jpegs(row, indices), reduction=draft_reduction(short_side, min_short_side)
                 ),
                 int(columns["n_frames"][row]), mode=mode, rng=rng, sample_duration=sample_duration,
                 sample_size=sample_size, sample_stride=sample_stride, n_val_clips=n_val_clips, augment=augment,
             )
-            clips += video_clips
-            labels += [columns["label"][row]] * len(video_clips)
-            video_indices += [columns["video_index"][row]] * len(video_clips)
-            clip_indices += range(len(video_clips))
-        yield {
-            "clip": np.stack(clips),
-            "label": np.asarray(labels, dtype=np.int64),
-            "video_index": np.asarray(video_indices, dtype=np.int64),
-            "clip_index": np.asarray(clip_indices, dtype=np.int64),
-        }
+            pending.append((video_clips, columns["label"][row], columns["video_index"][row]))
+            if len(pending) == videos_per_batch:
+                yield _clip_rows(pending)
+                pending = []
+    if pending:
+        yield _clip_rows(pending)
+
+
+def _clip_rows(videos: list[tuple[list[np.ndarray], int, int]]) -> dict[str, np.ndarray]:
+    """One output batch: the clip rows of `(clips, label, video_index)` per video."""
+    return {
+        "clip": np.stack([clip for clips, _, _ in videos for clip in clips]),
+        "label": np.asarray([label for clips, label, _ in videos for _ in clips], dtype=np.int64),
+        "video_index": np.asarray([index for clips, _, index in videos for _ in clips], dtype=np.int64),
+        "clip_index": np.asarray([i for clips, _, _ in videos for i in range(len(clips))], dtype=np.int64),
+    }
 
 
 def _check_subset(path: Path, split: int, subset: str) -> None:
@@ -173,7 +203,7 @@ def clip_dataset(
     _check_subset(path, split, subset)
     if mode not in MODES:
         raise VidfuseError(f"unknown sampling mode {mode!r}; choose one of: {', '.join(MODES)}")
-    from ray.data.expressions import col, lit, random
+    from ray.data.expressions import random
 
     pool_size = _decoder_pool_size(decode_workers)
     pool = dict(compute=ray.data.TaskPoolStrategy(size=pool_size), num_cpus=DECODER_CPUS)
@@ -183,14 +213,14 @@ def clip_dataset(
         concurrency=pool_size,
         shuffle=ray.data.FileShuffleConfig(seed=seed, reseed_after_execution=True) if mode == "train" else None,
     )
-    ds = ds.filter(expr=col(f"split{split}") == lit(subset)).select_columns(VIDEO_COLUMNS)
+    ds = ds.select_columns([*VIDEO_COLUMNS, f"split{split}"])  # the subset's rows: see decode_clips
     if mode == "train":
         ds = ds.with_column(DRAW, random(seed=seed, reseed_after_execution=True), **pool)
     return ds.map_batches(
         decode_clips,
-        fn_kwargs=dict(videos_per_batch=videos_per_batch, mode=mode, sample_duration=sample_duration,
-                       sample_size=sample_size, sample_stride=sample_stride, n_val_clips=n_val_clips,
-                       augment=augment),
+        fn_kwargs=dict(split_column=f"split{split}", subset=subset, videos_per_batch=videos_per_batch, mode=mode,
+                       sample_duration=sample_duration, sample_size=sample_size, sample_stride=sample_stride,
+                       n_val_clips=n_val_clips, augment=augment),
         batch_size=None,  # whole blocks: see decode_clips
         batch_format="pyarrow",
         **pool,

@@ -5,6 +5,9 @@ with enough logical CPUs for the Train workers plus two for Ray Data's reads and
 pipeline left without a free CPU hangs). A local Ray names its dashboard to all its processes
 (`RAY_API_SERVER_ADDRESS`): Ray Train's placement-group cleaner otherwise finds the State API by scanning the
 machine, which fails as soon as a second Ray runs there, and the CPUs of every stopped trial stay reserved.
+
+Either way, the job's workers get `pipeline.DECODER_ENV_VARS` (a job-level runtime env, which Ray merges with
+the one `ray job submit` was given).
 """
 
 from __future__ import annotations
@@ -16,6 +19,8 @@ from typing import Any
 
 import ray
 import ray.data
+
+from vidfuse.data.pipeline import DECODER_ENV_VARS
 
 DATA_CPUS = 2  # logical CPUs kept free for Ray Data's Parquet reads and decoders
 
@@ -30,7 +35,8 @@ def start_local_ray(num_cpus: int, **init_kwargs: Any) -> None:
     """`ray.init` a local Ray of `num_cpus` logical CPUs whose processes all know its dashboard address."""
     port = _free_port()
     ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_port=port,
-             runtime_env={"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}}, **init_kwargs)
+             runtime_env={"env_vars": {**DECODER_ENV_VARS, "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
+             **init_kwargs)
 
 
 def ensure_ray(training_cpus: float) -> None:
@@ -44,6 +50,6 @@ def ensure_ray(training_cpus: float) -> None:
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
-        ray.init()
+        ray.init(runtime_env={"env_vars": DECODER_ENV_VARS})
         return
     start_local_ray(max(os.cpu_count() or 1, math.ceil(training_cpus + DATA_CPUS)))
