@@ -14,7 +14,11 @@ clips in ../shared/data/clips (320 x 240):
                 consumed with `iter_torch_batches`; first-batch latency (per epoch = per execution) is reported
                 apart from the steady-state rate (between the batches at 30 % and 90 % of an epoch). Its cores:
                 the decoders, or the cores Ray's worker processes were measured busy in that window if more
-                (Arrow's read threads can add to a decoder's core).
+                (Arrow's read threads can add to a decoder's core);
+- decode_on: worker (`--worker-device`, default cpu; cuda for nvjpeg): `worker_decode_<device>` is the Train
+                worker's share, decoding + cropping batches of window rows in memory (one thread on a CPU);
+                `worker_mode_1_picker` is the Ray Data share, one task reading rows and picking the windows' JPEGs.
+                They are not in the ratios, which are about the CPU decoders.
 The prepared rows are replicated (`--copies`, default 800: 3,200 videos, ~1 MB each) so that an epoch lasts long
 enough to have a steady state. With 800 videos the "steady" rate came out ~25 % too high: the clips decoded while
 the first batch was awaited were still being handed out between 30 % and 90 % of the epoch.
@@ -31,6 +35,7 @@ import os
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import av
@@ -48,10 +53,12 @@ from vidfuse.data.pipeline import (
     clip_dataset,
     decode_clips,
     decode_jpegs,
+    pick_window_jpegs,
 )
 from vidfuse.data.prepare import META_NAME, ROW_GROUP_VIDEOS, prepare_dataset, read_meta, writer_options
 from vidfuse.data.sampling import random_start, window_indices
 from vidfuse.data.transforms import Augment, random_crop
+from vidfuse.data.worker_decode import decode_windows
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips" / "ucf101"
 DURATION, SIZE, SHORT_SIDE = 16, 112, 128
@@ -105,21 +112,56 @@ def decode_only(jpegs: list[bytes], rng: np.random.Generator) -> list[torch.Tens
     return decode_jpegs([jpegs[i] for i in indices])
 
 
-def read_and_decode(shard: Path, n_videos: int, rng: np.random.Generator) -> int:
-    """The Ray pipeline's work for at least `n_videos` train clips in a plain loop: whole row groups of `shard`
-    read with pyarrow (one thread), then `decode_clips`. Returns the number of clips made."""
+def train_blocks(shard: Path, rng: np.random.Generator) -> Iterator[pa.Table]:
+    """The row groups of `shard` as the pipeline's tasks get them: the columns they read (pyarrow, one thread)
+    and a per-row train draw."""
     parquet = pq.ParquetFile(shard)
-    made = 0
     for group in range(parquet.num_row_groups):
         block = parquet.read_row_group(group, columns=[*VIDEO_COLUMNS, "split1"], use_threads=False)
-        block = block.append_column(DRAW, pa.array(rng.random(block.num_rows)))
-        for batch in decode_clips(block, split_column="split1", subset="train", videos_per_batch=VIDEOS_PER_BATCH,
-                                  mode="train", sample_duration=DURATION, sample_size=SIZE, sample_stride=1,
-                                  n_val_clips=1, augment=Augment()):
-            made += len(batch["clip"])
+        yield block.append_column(DRAW, pa.array(rng.random(block.num_rows)))
+
+
+SELECTION = dict(split_column="split1", subset="train", videos_per_batch=VIDEOS_PER_BATCH, mode="train",
+                 sample_duration=DURATION, sample_stride=1, n_val_clips=1, augment=Augment())
+
+
+def read_and_decode(shard: Path, n_videos: int, rng: np.random.Generator) -> int:
+    """The Ray pipeline's work for at least `n_videos` train clips in a plain loop: whole row groups of `shard`
+    read, then `decode_clips`. Returns the number of clips made."""
+    made = 0
+    for block in train_blocks(shard, rng):
+        made += sum(len(batch["clip"]) for batch in decode_clips(block, sample_size=SIZE, **SELECTION))
         if made >= n_videos:
             break
     return made
+
+
+def picked_windows(shard: Path, n_videos: int, rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
+    """NumPy batches of window rows (`decode_on: worker`) of at least `n_videos` train videos, as a Train worker
+    gets them."""
+    batches = []
+    for block in train_blocks(shard, rng):
+        batches += [{name: table.column(name).to_numpy(zero_copy_only=False) for name in table.column_names}
+                    for table in pick_window_jpegs(block, **SELECTION)]
+        if sum(len(batch["label"]) for batch in batches) >= n_videos:
+            return batches
+    return batches
+
+
+def time_worker_decode(batches: list[dict[str, np.ndarray]], device: torch.device, repeats: int) -> float:
+    """Median clips/s of `repeats` runs of `decode_windows` over `batches` on `device` (one thread on a CPU)."""
+    torch.set_num_threads(1)
+    decode_windows(batches[0], size=SIZE, device=device)  # warm-up: nvjpeg's handle, CUDA's allocator
+    rates = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        clips = sum(len(decode_windows(batch, size=SIZE, device=device)) for batch in batches)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        rates.append(clips / (time.perf_counter() - start))
+    return statistics.median(rates)
 
 
 def time_loop(make_clips, n_clips: int, repeats: int) -> float:
@@ -149,20 +191,22 @@ def ray_worker_cpu_s() -> float:
     return total
 
 
-def time_ray(path: Path, decode_workers: int, epochs: int, batch_size: int) -> dict:
+def time_ray(path: Path, decode_workers: int, epochs: int, batch_size: int, decode_on: str = "decoders") -> dict:
     """Per epoch: first-batch latency, the whole epoch's clips/s, and the steady-state clips/s measured between
     the batches at 30 % and 90 % of the epoch (clips decoded ahead while the first batch was awaited are spent by
     then, so this is the rate the pipeline sustains), with the cores Ray's workers kept busy meanwhile (Arrow's
     read threads included); the medians over epochs."""
     ds = clip_dataset(path, split=1, subset="train", mode="train", sample_duration=DURATION, sample_size=SIZE,
-                      decode_workers=decode_workers)
+                      decode_workers=decode_workers, decode_on=decode_on)
     clips_per_epoch = read_meta(path)["counts"]["split1"]["train"]  # one train clip per video
     first, whole, steady, busy = [], [], [], []
     for _ in range(epochs):
         start, made, window = time.perf_counter(), 0, []  # window: (seconds, clips, worker CPU s) at 30 %, 90 %
-        for batch in ds.iter_torch_batches(batch_size=batch_size, prefetch_batches=2):
-            made += len(batch["clip"])
-            if made == len(batch["clip"]):
+        batches = (ds.iter_torch_batches(batch_size=batch_size, prefetch_batches=2) if decode_on == "decoders"
+                   else ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2))
+        for batch in batches:
+            made += len(batch["label"])
+            if made == len(batch["label"]):
                 first.append(time.perf_counter() - start)
             if len(window) < 2 and made >= (0.3, 0.9)[len(window)] * clips_per_epoch:
                 window.append((time.perf_counter() - start, made, ray_worker_cpu_s()))
@@ -182,6 +226,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="plain-loop runs, median reported (default 3)")
     parser.add_argument("--epochs", type=int, default=2, help="Ray Data epochs per case, median reported (default 2)")
     parser.add_argument("--batch-size", type=int, default=16, help="iter_torch_batches batch (default 16)")
+    parser.add_argument("--worker-device", default="cpu", help="device of the worker_decode case: cpu or cuda")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     rng = np.random.default_rng(0)
@@ -218,6 +263,10 @@ def main() -> None:
              source=f"Parquet JPEGs, short side {SHORT_SIDE}")
         emit("plain_loop", time_loop(lambda: read_and_decode(shard, 4 * args.clips, rng), 4 * args.clips,
                                      args.repeats), 1, source=f"Parquet row groups, short side {SHORT_SIDE}")
+        device = torch.device(args.worker_device)
+        emit(f"worker_decode_{device.type}", time_worker_decode(picked_windows(shard, 4 * args.clips, rng), device,
+                                                               args.repeats),
+             1, source="window rows (decode_on: worker) in memory", device=str(device))
 
         import ray
 
@@ -233,10 +282,14 @@ def main() -> None:
                      first_batch_s=timing["first_batch_s"], epoch_clips_per_s=timing["epoch_clips_per_s"],
                      videos_per_epoch=timing["videos_per_epoch"],
                      source=f"Parquet JPEGs, short side {SHORT_SIDE}")
+            timing = time_ray(tmp / "data.parquet", 1, args.epochs, args.batch_size, decode_on="worker")
+            emit("worker_mode_1_picker", timing["clips_per_s"], max(1, timing["worker_cores_busy"]),
+                 worker_cores_busy=timing["worker_cores_busy"], first_batch_s=timing["first_batch_s"],
+                 note="decode_on: worker, the Ray Data side only: read + pick JPEGs, no decoding")
         finally:
             ray.shutdown()
 
-    best_ray = max(v for k, v in results.items() if k.startswith("ray_data"))
+    best_ray = max(v for k, v in results.items() if k.startswith("ray_data"))  # the CPU decoders
     print(json.dumps({"case": "ratios_per_core",
                       "ray_vs_naive": round(best_ray / results["naive_pil_per_frame"], 2),
                       "ray_vs_decode_limit": round(best_ray / results["decode_limit"], 2),

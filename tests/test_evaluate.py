@@ -172,11 +172,14 @@ def _expected_metrics(path: str, model: nn.Module, num_classes: int) -> tuple[di
     }, windows
 
 
-def test_test_command_scores_every_window_with_ray_data(tiny_dataset, ray_session, tmp_path, monkeypatch, capsys):
+@pytest.mark.parametrize("decode_on", ["decoders", "worker"])  # worker: the scorers decode the JPEGs themselves
+def test_test_command_scores_every_window_with_ray_data(tiny_dataset, ray_session, tmp_path, monkeypatch, capsys,
+                                                        decode_on):
     labels = list(tiny_dataset.labels)
     run_dir, _ = make_model_run(tmp_path, labels, data_path=str(tiny_dataset.parquet))
     model = _controlled_model(len(labels))
     config = rundir.read_config(run_dir)
+    config.data.decode_on = decode_on
     monkeypatch.setattr("vidfuse.commands.test.load_run_model",
                         lambda run, checkpoint: (model, config, labels, run_dir / "best.pt"))
 

@@ -24,6 +24,7 @@ from vidfuse.data.pipeline import (
     video_table,
 )
 from vidfuse.data.prepare import shard_paths
+from vidfuse.data.worker_decode import clip_collate, decode_windows
 from vidfuse.errors import VidfuseError
 
 T, S = 8, 32  # clip length and crop size; the tiny videos have 16 frames of 48 x 48
@@ -93,11 +94,38 @@ def test_train_mode_draws_new_windows_and_crops_every_epoch(tiny_dataset, ray_se
     assert re.search(r"ReadFiles\w*->Project->MapBatches\(decode_clips\)", ds.stats())
 
 
+@pytest.mark.parametrize("mode, subset", [("val", "val"), ("train", "train")])
+def test_worker_decode_gives_the_decoders_clips(tiny_dataset, ray_session, mode, subset):
+    """decode_on="worker": rows carry each window's JPEGs and crop; decoding them where they are consumed (here on
+    the CPU) gives exactly the clips the decoders make, random crops and flips included."""
+    options = dict(split=1, subset=subset, mode=mode, sample_duration=T, sample_size=S, seed=5)
+    decoded = _by_key(_collect(clip_dataset(tiny_dataset.parquet, **options)))
+    batches = list(clip_dataset(tiny_dataset.parquet, decode_on="worker", **options).iter_batches(
+        batch_size=None, batch_format="numpy"))
+    assert set(batches[0]) == {"jpegs", "crop_scale", "crop_position", "crop_flip", "label", "video_index",
+                               "clip_index"}
+    picked = {}
+    for batch in batches:
+        assert all(len(window) == T for window in batch["jpegs"])
+        clips = decode_windows(batch, size=S, device="cpu")
+        assert clips.shape == (len(batch["jpegs"]), T, S, S, 3) and clips.dtype == torch.uint8
+        picked.update(zip(zip(batch["video_index"].tolist(), batch["clip_index"].tolist()), clips.numpy()))
+    assert set(picked) == set(decoded)
+    for key, row in decoded.items():
+        np.testing.assert_array_equal(picked[key], row["clip"])
+    crops = {(s, p, f) for b in batches for s, p, f in zip(b["crop_scale"], b["crop_position"], b["crop_flip"])}
+    assert len(crops) > 2 if mode == "train" else crops == {(1.0, "centre", False)}
+    assert clip_collate("decoders", size=S, device="cpu") is None
+
+
 def test_bad_requests_name_the_problem(tiny_dataset):
     with pytest.raises(VidfuseError, match="no split 4"):
         clip_dataset(tiny_dataset.parquet, split=4, subset="train", mode="train", sample_duration=T, sample_size=S)
     with pytest.raises(VidfuseError, match="subset 'bogus'"):
         video_table(tiny_dataset.parquet, split=1, subset="bogus")
+    with pytest.raises(VidfuseError, match="decode_on 'gpu'"):
+        clip_dataset(tiny_dataset.parquet, split=1, subset="test", mode="test", sample_duration=T, sample_size=S,
+                     decode_on="gpu")
     with pytest.raises(VidfuseError, match="sampling mode"):
         clip_dataset(tiny_dataset.parquet, split=1, subset="test", mode="eval", sample_duration=T, sample_size=S)
     with pytest.raises(VidfuseError, match="not a prepared data set"):

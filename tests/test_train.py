@@ -140,13 +140,20 @@ def test_stopped_run_resumes_with_the_same_epochs_and_lrs(straight_run, tiny_dat
 
 
 def test_dead_worker_is_restarted_from_the_last_checkpoint(ray_session, tiny_dataset, tmp_path, monkeypatch):
+    """Also the run with `data.decode_on=worker` (one run instead of two, for the suite's time): Ray Data only
+    picks JPEGs, each Train worker decodes and crops its batches on its device (the CPU here), and validation
+    still scores exactly the clips `eval_clips` makes."""
     marker = tmp_path / "killed"
     monkeypatch.setenv(FAULT_ENV, f"epoch=2,rank=1,marker={marker}")
-    run_dir = train(tiny_config(tiny_dataset, tmp_path, "faulty", **{"run.max_failures": 1, "run.epochs": 2}))
+    run_dir = train(tiny_config(tiny_dataset, tmp_path, "faulty", **{"run.max_failures": 1, "run.epochs": 2,
+                                                                     "data.decode_on": "worker"}))
     assert marker.exists()  # the worker really died, in epoch 2
-    epochs = [json.loads(line)["epoch"] for line in (run_dir / rundir.METRICS).read_text().splitlines()]
-    assert epochs == [1, 2]  # restarted from epoch 1's checkpoint: epoch 1 was not trained again
+    records = rundir.read_metrics(run_dir)
+    assert [r["epoch"] for r in records] == [1, 2]  # restarted from epoch 1's checkpoint: epoch 1 not trained again
     assert load_checkpoint(run_dir / "last.pt")["epoch"] == 2
+    cfg = rundir.read_config(run_dir)
+    assert cfg.data.decode_on == "worker"
+    assert records[-1]["val_video_acc"] == pytest.approx(_val_video_accuracy(run_dir, cfg), abs=1e-9)
 
 
 def test_existing_run_is_not_overwritten(straight_run, tiny_dataset, capsys):

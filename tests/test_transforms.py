@@ -34,15 +34,15 @@ def _frames(clip: np.ndarray) -> list[torch.Tensor]:
 
 def test_crop_clip_cuts_the_same_box_from_every_frame_and_flips():
     clip = _column_clip()
-    out = crop_clip(_frames(clip), Crop(1.0, "top_right"), size=8)  # side 8 = no resize
+    out = crop_clip(_frames(clip), Crop(1.0, "top_right"), size=8).numpy()  # side 8 = no resize
     assert out.shape == (3, 8, 8, 3) and out.dtype == np.uint8
     np.testing.assert_array_equal(out, clip[:, :, 4:12])
-    flipped = crop_clip(_frames(clip), Crop(1.0, "top_right", flip=True), size=8)
+    flipped = crop_clip(_frames(clip), Crop(1.0, "top_right", flip=True), size=8).numpy()
     np.testing.assert_array_equal(flipped, clip[:, :, 4:12][:, :, ::-1])
 
 
 def test_crop_clip_resizes_to_the_requested_size():
-    out = crop_clip(_frames(_column_clip()), CENTRE_CROP, size=4)
+    out = crop_clip(_frames(_column_clip()), CENTRE_CROP, size=4).numpy()
     assert out.shape == (3, 4, 4, 3)
     assert np.all(np.diff(out[0, 0, :, 0].astype(int)) > 0)  # columns still increase left to right
 

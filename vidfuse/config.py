@@ -51,6 +51,8 @@ class DataConfig:
     norm: str = "kinetics"  # normalisation preset: kinetics (3D-ResNets mean, 0-255 scale) or imagenet
     val_from_test: bool = False  # old protocol: validate on the official test list (selection on the test set)
     decode_workers: int = 1  # Ray Data read + decode tasks at once (capped at CPUs - 1)
+    decode_on: str = "decoders"  # decoders: Ray Data's CPU tasks decode the clips; worker: each Train worker (and
+    # test scorer) decodes its batches on its own device (nvjpeg on a GPU), the tasks only read and pick JPEGs
     shuffle_buffer: int = 64  # clips in each worker's local shuffle buffer
 
 
@@ -106,6 +108,7 @@ CHOICES = {
     "model.fusion": ("gap", "gap_bilinear", "bilinear", "hbp", "temporal", "factorized", "compact"),
     "model.fusion_align": ("finer", "coarser"),
     "data.norm": ("kinetics", "imagenet"),
+    "data.decode_on": ("decoders", "worker"),
     "optim.optimizer": ("sgd", "adamw"),
     "optim.scheduler": ("plateau", "multistep", "cosine", "constant"),
     "run.precision": ("bf16", "fp16", "fp32"),

@@ -18,6 +18,10 @@ The consumer (`iter_torch_batches` on each Train worker) keeps clips uint8 until
 on CPU nodes while GPU nodes train. CPU headroom (RAY_NOTES): the pool is at most CPUs - 1 tasks, leaving a CPU
 for each execution's file-listing task, so the decoders and 2 Train workers fit in `ray.init(num_cpus=4)`.
 
+With `decode_on="worker"` the map is `pick_window_jpegs` instead: each clip row carries its window's JPEGs and
+its crop, and the consumer decodes them on its own device (`worker_decode`: nvjpeg on a training GPU), so the
+CPU tasks only read and pick.
+
 `clip_index` is the window's number within its video (train: always 0; val: 0..n_val_clips-1; test: 0..k-1
 over the non-overlapping windows).
 """
@@ -27,7 +31,9 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -42,7 +48,7 @@ from torchvision.transforms.v2.functional import pil_to_tensor
 from vidfuse.data.prepare import read_meta, shard_paths
 from vidfuse.data.sampling import MODES, clip_starts, window_indices
 from vidfuse.data.splits import SUBSETS
-from vidfuse.data.transforms import CENTRE_CROP, Augment, crop_clip, random_crop, resize_short_side
+from vidfuse.data.transforms import CENTRE_CROP, Augment, Crop, crop_clip, random_crop, resize_short_side
 from vidfuse.errors import VidfuseError
 
 DRAW = "draw"  # per-row uniform [0, 1) column that seeds a train row's window and crop
@@ -54,6 +60,7 @@ DECODER_CPUS = 1.0  # a decoder (read + decode task) keeps one core busy
 DECODER_ENV_VARS = {"RAY_DATA_PARQUET_READER_CPU_COUNT": "1", "RAY_DATA_PARQUET_READER_IO_THREAD_COUNT": "1"}
 VIDEOS_PER_BATCH = 8  # videos per output batch of a decoder
 VIDEO_COLUMNS = ["video_index", "label", "n_frames", "height", "width", "frames"]  # what decoding reads
+DECODE_ON = ("decoders", "worker")  # where clips are decoded: see clip_dataset
 
 
 DRAFT_REDUCTIONS = (8, 4, 2)  # the scales at which libjpeg can decode a JPEG directly
@@ -79,27 +86,35 @@ def decode_jpegs(jpegs: Sequence[bytes | pa.Buffer], *, reduction: int = 1) -> l
     return frames
 
 
-def make_clips(
-    load_frames: Callable[[list[int], int], list[torch.Tensor]], n_frames: int, *, mode: str, sample_duration: int,
-    sample_size: int, sample_stride: int = 1, n_val_clips: int = 3, rng: np.random.Generator | None = None,
-    augment: Augment = Augment(),
-) -> tuple[list[np.ndarray], list[int]]:
-    """The clips of one video in `mode`: uint8 (T, S, S, C) each, and the window starts.
+@dataclass(frozen=True)
+class Window:
+    """One clip to cut from a video: its first frame, the frame indices it reads, and its crop."""
 
-    `load_frames(indices, min_short_side)` returns those frames as uint8 (3, H, W) with a short side of at least
-    `min_short_side` (or their full size); each distinct frame of a window is loaded once.
-    """
+    start: int
+    indices: list[int]
+    crop: Crop
+
+
+def plan_windows(
+    n_frames: int, *, mode: str, sample_duration: int, sample_stride: int = 1, n_val_clips: int = 3,
+    rng: np.random.Generator | None = None, augment: Augment = Augment(),
+) -> list[Window]:
+    """The clips of one video in `mode`: the windows `sampling` places, each with one crop draw from `rng` (train)
+    or the centre crop (val / test)."""
     starts = clip_starts(mode, n_frames, duration=sample_duration, stride=sample_stride,
                          n_val_clips=n_val_clips, rng=rng)
-    clips = []
-    for start in starts:
-        crop = random_crop(rng, augment) if mode == "train" else CENTRE_CROP
-        indices = window_indices(start, n_frames, duration=sample_duration, stride=sample_stride)
-        min_short_side = crop.min_short_side(sample_size)
-        distinct = list(dict.fromkeys(indices))
-        loaded = dict(zip(distinct, load_frames(distinct, min_short_side)))
-        clips.append(crop_clip([loaded[i] for i in indices], crop, sample_size))
-    return clips, starts
+    return [Window(start, window_indices(start, n_frames, duration=sample_duration, stride=sample_stride),
+                   random_crop(rng, augment) if mode == "train" else CENTRE_CROP)
+            for start in starts]
+
+
+def cut_clip(load_frames: Callable[[list[int], int], list[torch.Tensor]], window: Window, size: int) -> np.ndarray:
+    """The uint8 (T, S, S, C) clip of `window`. `load_frames(indices, min_short_side)` returns those frames as
+    uint8 (3, H, W) with a short side of at least `min_short_side` (or their full size); each distinct frame is
+    loaded once."""
+    distinct = list(dict.fromkeys(window.indices))
+    loaded = dict(zip(distinct, load_frames(distinct, window.crop.min_short_side(size))))
+    return crop_clip([loaded[i] for i in window.indices], window.crop, size).numpy()
 
 
 class StoredFrames:
@@ -119,55 +134,102 @@ class StoredFrames:
         return [self.data[self.jpeg_offsets[first + i]:self.jpeg_offsets[first + i + 1]] for i in indices]
 
 
-def decode_clips(
-    block: pa.Table, *, split_column: str, subset: str, videos_per_batch: int, mode: str, sample_duration: int,
-    sample_size: int, sample_stride: int, n_val_clips: int, augment: Augment,
-) -> Iterator[dict[str, np.ndarray]]:
-    """Ray Data task: a block of video rows as read -> batches of clip rows of the videos whose `split_column`
-    is `subset`, `videos_per_batch` videos at a time (see the module docstring).
+@dataclass
+class StoredVideo:
+    """A video row of the requested subset, its clips planned."""
 
-    The whole block, not a batch of it, so that Ray fuses the Parquet read into this task (it only fuses a
-    read with a map that takes no `batch_size`): the frames never travel through the object store. The
-    block stays Arrow: each JPEG of a chosen window is sliced straight from the Arrow buffer, where a NumPy
-    batch would first copy every frame of every video into a Python `bytes`. Rows of other subsets are skipped
-    here rather than filtered in the read: Arrow's filter copies every kept row's frames (measured +40 % read
-    CPU), and the scan cannot skip a row group anyway, since `prepare` writes the videos in random order. A
-    plain function in a task pool, not an actor: Ray reuses its worker processes (torch already imported)
-    across executions, where an actor pool starts new processes every epoch (~5 s before the first batch).
-    """
-    torch.set_num_threads(1)  # one decoder, one core; parallelism comes from the task pool
-    pending = []  # (clips, label, video_index) of the videos of the next output batch
+    label: int
+    video_index: int
+    short_side: int
+    windows: list[Window]
+    stored: StoredFrames
+    row: int
+
+    def jpegs(self, indices: Sequence[int]) -> list[pa.Buffer]:
+        return self.stored.jpegs(self.row, indices)
+
+    def load_frames(self, indices: list[int], min_short_side: int) -> list[torch.Tensor]:
+        """Decode frames `indices`, as small as `min_short_side` allows (Pillow's draft), else at full size."""
+        return decode_jpegs(self.jpegs(indices), reduction=draft_reduction(self.short_side, min_short_side))
+
+
+def _subset_videos(
+    block: pa.Table, *, split_column: str, subset: str, mode: str, sample_duration: int, sample_stride: int,
+    n_val_clips: int, augment: Augment,
+) -> Iterator[StoredVideo]:
+    """The block's videos whose `split_column` is `subset`, with their windows planned (train: from the row's draw).
+
+    Rows of other subsets are skipped here rather than filtered in the read: Arrow's filter copies every kept
+    row's frames (measured +40 % read CPU), and the scan cannot skip a row group anyway, since `prepare` writes
+    the videos in random order."""
     for batch in block.to_batches():
         columns = {name: batch.column(name).to_numpy(zero_copy_only=False)
                    for name in VIDEO_COLUMNS if name != "frames"}
         draws = batch.column(DRAW).to_numpy() if mode == "train" else None
         stored = StoredFrames(batch.column("frames"))
         for row in np.flatnonzero(batch.column(split_column).to_numpy(zero_copy_only=False) == subset):
-            short_side = int(min(columns["height"][row], columns["width"][row]))
             rng = np.random.default_rng(int(draws[row] * 2**53)) if draws is not None else None
-            video_clips, _ = make_clips(
-                lambda indices, min_short_side: decode_jpegs(
-                    stored.jpegs(row, indices), reduction=draft_reduction(short_side, min_short_side)
-                ),
-                int(columns["n_frames"][row]), mode=mode, rng=rng, sample_duration=sample_duration,
-                sample_size=sample_size, sample_stride=sample_stride, n_val_clips=n_val_clips, augment=augment,
-            )
-            pending.append((video_clips, columns["label"][row], columns["video_index"][row]))
-            if len(pending) == videos_per_batch:
-                yield _clip_rows(pending)
-                pending = []
-    if pending:
-        yield _clip_rows(pending)
+            windows = plan_windows(int(columns["n_frames"][row]), mode=mode, sample_duration=sample_duration,
+                                   sample_stride=sample_stride, n_val_clips=n_val_clips, rng=rng, augment=augment)
+            yield StoredVideo(label=int(columns["label"][row]), video_index=int(columns["video_index"][row]),
+                              short_side=int(min(columns["height"][row], columns["width"][row])),
+                              windows=windows, stored=stored, row=int(row))
 
 
-def _clip_rows(videos: list[tuple[list[np.ndarray], int, int]]) -> dict[str, np.ndarray]:
-    """One output batch: the clip rows of `(clips, label, video_index)` per video."""
+def _in_batches(videos: Iterator[StoredVideo], size: int) -> Iterator[list[StoredVideo]]:
+    """`videos` in lists of `size` (the last one shorter)."""
+    batch = []
+    for video in videos:
+        batch.append(video)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _index_columns(videos: list[StoredVideo]) -> dict[str, np.ndarray]:
+    """label, video_index and clip_index of every clip of `videos`, in order."""
     return {
-        "clip": np.stack([clip for clips, _, _ in videos for clip in clips]),
-        "label": np.asarray([label for clips, label, _ in videos for _ in clips], dtype=np.int64),
-        "video_index": np.asarray([index for clips, _, index in videos for _ in clips], dtype=np.int64),
-        "clip_index": np.asarray([i for clips, _, _ in videos for i in range(len(clips))], dtype=np.int64),
+        "label": np.asarray([v.label for v in videos for _ in v.windows], dtype=np.int64),
+        "video_index": np.asarray([v.video_index for v in videos for _ in v.windows], dtype=np.int64),
+        "clip_index": np.asarray([i for v in videos for i in range(len(v.windows))], dtype=np.int64),
     }
+
+
+def decode_clips(
+    block: pa.Table, *, sample_size: int, videos_per_batch: int, **selection: Any,
+) -> Iterator[dict[str, np.ndarray]]:
+    """Ray Data task: a block of video rows as read -> batches of clip rows of the selected videos (`selection`:
+    the keywords of `_subset_videos`), `videos_per_batch` videos at a time (see the module docstring).
+
+    The whole block, not a batch of it, so that Ray fuses the Parquet read into this task (it only fuses a
+    read with a map that takes no `batch_size`): the frames never travel through the object store. The
+    block stays Arrow: each JPEG of a chosen window is sliced straight from the Arrow buffer, where a NumPy
+    batch would first copy every frame of every video into a Python `bytes`. A plain function in a task pool,
+    not an actor: Ray reuses its worker processes (torch already imported) across executions, where an actor
+    pool starts new processes every epoch (~5 s before the first batch).
+    """
+    torch.set_num_threads(1)  # one decoder, one core; parallelism comes from the task pool
+    for videos in _in_batches(_subset_videos(block, **selection), videos_per_batch):
+        clips = [cut_clip(video.load_frames, window, sample_size) for video in videos for window in video.windows]
+        yield {"clip": np.stack(clips), **_index_columns(videos)}
+
+
+def pick_window_jpegs(block: pa.Table, *, videos_per_batch: int, **selection: Any) -> Iterator[pa.Table]:
+    """Ray Data task for `decode_on: worker`: as `decode_clips`, but each clip row carries its window's JPEGs
+    and its crop instead of decoded pixels, for the consumer to decode on its device (`worker_decode`):
+    {jpegs: list<binary> (T), crop_scale, crop_position, crop_flip, label, video_index, clip_index}."""
+    for videos in _in_batches(_subset_videos(block, **selection), videos_per_batch):
+        windows = [(video, window) for video in videos for window in video.windows]
+        yield pa.table({
+            "jpegs": pa.array([[jpeg.to_pybytes() for jpeg in video.jpegs(window.indices)]
+                               for video, window in windows], type=pa.list_(pa.binary())),
+            "crop_scale": pa.array([window.crop.scale for _, window in windows], type=pa.float64()),
+            "crop_position": pa.array([window.crop.position for _, window in windows], type=pa.string()),
+            "crop_flip": pa.array([window.crop.flip for _, window in windows], type=pa.bool_()),
+            **_index_columns(videos),
+        })
 
 
 def _check_subset(path: Path, split: int, subset: str) -> None:
@@ -192,17 +254,21 @@ def _decoder_pool_size(decode_workers: int) -> int:
 def clip_dataset(
     path: Path | str, *, split: int, subset: str, mode: str, sample_duration: int, sample_size: int,
     sample_stride: int = 1, n_val_clips: int = 3, augment: Augment = Augment(), seed: int = 0,
-    decode_workers: int = 1, videos_per_batch: int = VIDEOS_PER_BATCH,
+    decode_workers: int = 1, videos_per_batch: int = VIDEOS_PER_BATCH, decode_on: str = "decoders",
 ) -> ray.data.Dataset:
     """A Ray Dataset of clips of the `subset` videos of split `split`, sampled for `mode` (train / val / test).
 
     Train rows get a new random window and crop (drawn as `augment` says) every time the dataset is executed
-    (each epoch), reproducibly from `seed`; val and test rows are the same every time.
+    (each epoch), reproducibly from `seed`; val and test rows are the same every time. `decode_on`: "decoders"
+    gives clip rows decoded by this pipeline's CPU tasks; "worker" gives each clip's JPEGs and crop instead, for
+    the consumer to decode on its own device (`worker_decode.WindowDecodeCollate`, nvjpeg on a GPU).
     """
     path = Path(path)
     _check_subset(path, split, subset)
     if mode not in MODES:
         raise VidfuseError(f"unknown sampling mode {mode!r}; choose one of: {', '.join(MODES)}")
+    if decode_on not in DECODE_ON:
+        raise VidfuseError(f"unknown decode_on {decode_on!r}; choose one of: {', '.join(DECODE_ON)}")
     from ray.data.expressions import random
 
     pool_size = _decoder_pool_size(decode_workers)
@@ -216,11 +282,16 @@ def clip_dataset(
     ds = ds.select_columns([*VIDEO_COLUMNS, f"split{split}"])  # the subset's rows: see decode_clips
     if mode == "train":
         ds = ds.with_column(DRAW, random(seed=seed, reseed_after_execution=True), **pool)
+    options = dict(split_column=f"split{split}", subset=subset, videos_per_batch=videos_per_batch, mode=mode,
+                   sample_duration=sample_duration, sample_stride=sample_stride, n_val_clips=n_val_clips,
+                   augment=augment)
+    if decode_on == "decoders":
+        clips, options = decode_clips, {**options, "sample_size": sample_size}
+    else:
+        clips = pick_window_jpegs
     return ds.map_batches(
-        decode_clips,
-        fn_kwargs=dict(split_column=f"split{split}", subset=subset, videos_per_batch=videos_per_batch, mode=mode,
-                       sample_duration=sample_duration, sample_size=sample_size, sample_stride=sample_stride,
-                       n_val_clips=n_val_clips, augment=augment),
+        clips,
+        fn_kwargs=options,
         batch_size=None,  # whole blocks: see decode_clips
         batch_format="pyarrow",
         **pool,
@@ -246,10 +317,11 @@ def eval_clips(
     non-overlapping windows (test); an int: that many evenly spaced windows (val)."""
     if not frames:
         raise VidfuseError("no frames to make clips from")
-    clips, starts = make_clips(
-        lambda indices, _: [pil_to_tensor(resize_short_side(Image.fromarray(frames[i]), short_side)) for i in indices],
-        len(frames),
-        mode="test" if n_clips is None else "val", sample_duration=sample_duration, sample_size=sample_size,
-        sample_stride=sample_stride, n_val_clips=n_clips or 1,
-    )
-    return np.stack(clips), starts
+    windows = plan_windows(len(frames), mode="test" if n_clips is None else "val", sample_duration=sample_duration,
+                           sample_stride=sample_stride, n_val_clips=n_clips or 1)
+
+    def load_frames(indices: list[int], _: int) -> list[torch.Tensor]:
+        return [pil_to_tensor(resize_short_side(Image.fromarray(frames[i]), short_side)) for i in indices]
+
+    clips = [cut_clip(load_frames, window, sample_size) for window in windows]
+    return np.stack(clips), [window.start for window in windows]

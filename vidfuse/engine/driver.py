@@ -127,7 +127,8 @@ def build_trainer(config: config_lib.Config, *, callbacks: Sequence[Any] = (), r
         resources["GPU"] = config.run.gpus_per_worker
     clip_options = dict(sample_duration=config.data.sample_duration, sample_size=config.data.sample_size,
                         sample_stride=config.data.sample_stride, n_val_clips=config.data.n_val_clips,
-                        seed=config.run.seed, decode_workers=config.data.decode_workers)
+                        seed=config.run.seed, decode_workers=config.data.decode_workers,
+                        decode_on=config.data.decode_on)
     augment = Augment(min_crop_scale=config.data.min_crop_scale, hflip=config.data.hflip)
     datasets = {
         "train": clip_dataset(config.data.path, split=config.data.split, subset="train", mode="train",

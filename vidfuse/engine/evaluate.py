@@ -22,6 +22,7 @@ from torch import nn
 from vidfuse import config as config_lib
 from vidfuse.data.pipeline import clip_dataset, video_table
 from vidfuse.data.transforms import to_model_input
+from vidfuse.data.worker_decode import batch_clips
 from vidfuse.engine import metrics, rundir
 from vidfuse.engine.checkpoint import load_checkpoint, resolve_checkpoint
 from vidfuse.engine.precision import autocast
@@ -70,14 +71,15 @@ def clip_probabilities(
 class ClipScorer:
     """Ray Data actor: a batch of clip rows -> their video and clip indices with their softmax probabilities."""
 
-    def __init__(self, model: nn.Module, norm: str, precision: str) -> None:
+    def __init__(self, model: nn.Module, norm: str, precision: str, sample_size: int) -> None:
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         self.model = model.to(self.device).eval()
         self.norm = norm
         self.precision = precision
+        self.sample_size = sample_size
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        clips = torch.tensor(batch["clip"])  # (B, T, H, W, C) uint8; a copy, as Ray hands read-only arrays
+        clips = batch_clips(batch, size=self.sample_size, device=self.device)  # (B, T, H, W, C) uint8
         probs = clip_probabilities(self.model, clips, norm=self.norm, device=self.device, precision=self.precision)
         return {
             "probs": probs.numpy(),
@@ -177,11 +179,13 @@ def score_test_set(
         data.path, split=data.split, subset="test", mode="test" if clips is None else "val",
         sample_duration=data.sample_duration, sample_size=data.sample_size, sample_stride=data.sample_stride,
         n_val_clips=clips or data.n_val_clips, seed=config.run.seed, decode_workers=data.decode_workers,
+        decode_on=data.decode_on,
     )
     pool, resources = _actor_resources(workers, data.decode_workers)
     scored = dataset.map_batches(
         ClipScorer,
-        fn_constructor_kwargs={"model": model, "norm": data.norm, "precision": config.run.precision},
+        fn_constructor_kwargs={"model": model, "norm": data.norm, "precision": config.run.precision,
+                               "sample_size": data.sample_size},
         batch_size=batch_size or config.run.batch_size,
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pool),
         **resources,

@@ -27,6 +27,7 @@ from torch import nn
 import vidfuse
 from vidfuse import config as config_lib
 from vidfuse.data.transforms import to_model_input
+from vidfuse.data.worker_decode import clip_collate
 from vidfuse.engine import metrics, rundir
 from vidfuse.engine.checkpoint import copy_checkpoint, load_checkpoint, save_checkpoint
 from vidfuse.engine.optim import build_optimizer, build_scheduler, current_lr, step_scheduler
@@ -188,6 +189,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
     video_labels = torch.tensor(loop_config["val_video_labels"], dtype=torch.long)
     per_worker_batch = max(1, cfg.run.batch_size // world)
+    collate = clip_collate(cfg.data.decode_on, size=cfg.data.sample_size, device=device)  # None: Ray Data decodes
     total_batches = math.ceil(loop_config["num_train_videos"] / (per_worker_batch * world))
 
     for epoch in range(start_epoch, cfg.run.epochs + 1):
@@ -195,13 +197,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         started = time.perf_counter()
         train_batches = train_shard.iter_torch_batches(
             batch_size=per_worker_batch, local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,
-            prefetch_batches=2,
+            prefetch_batches=2, collate_fn=collate,
         )
         train_stats = train_one_epoch(model, optimizer, scaler, train_batches, cfg=cfg, device=device, epoch=epoch,
                                       total_batches=total_batches, rank=rank)
         train_seconds = time.perf_counter() - started
         _maybe_inject_fault(loop_config.get("fault"), epoch, rank)
-        val_batches = val_shard.iter_torch_batches(batch_size=per_worker_batch, prefetch_batches=2)
+        val_batches = val_shard.iter_torch_batches(batch_size=per_worker_batch, prefetch_batches=2, collate_fn=collate)
         val = validate(model, val_batches, cfg=cfg, device=device, video_labels=video_labels,
                        num_classes=cfg.model.num_classes)
         step_scheduler(scheduler, val["val_loss"])
