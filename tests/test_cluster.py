@@ -156,12 +156,17 @@ def test_ray_job_submit_trains_a_run(local_head, tiny_dataset, tmp_path):
 
     storage = tmp_path / "runs"
     job_id = f"vidfuse-test-{secrets.token_hex(4)}"
-    submit = _ray(env, "job", "submit", "--address", address, "--submission-id", job_id, "--working-dir", str(REPO),
-                  "--", "python", "launch.py", "train", "--data", str(tiny_dataset.parquet), "--split", "1",
-                  "--name", "jobrun", "--storage", str(storage), "--workers", "1", "--epochs", "1",
-                  "--set", "model.depth=10", "--set", "model.fusion=gap", "--set", "data.sample_duration=8",
-                  "--set", "data.sample_size=32", "--set", "data.n_val_clips=1", "--set", "run.batch_size=4",
-                  timeout=300)
+    command = ["job", "submit", "--address", address, "--submission-id", job_id, "--working-dir", str(REPO),
+               "--", "python", "launch.py", "train", "--data", str(tiny_dataset.parquet), "--split", "1",
+               "--name", "jobrun", "--storage", str(storage), "--workers", "1", "--epochs", "1",
+               "--set", "model.depth=10", "--set", "model.fusion=gap", "--set", "data.sample_duration=8",
+               "--set", "data.sample_size=32", "--set", "data.n_val_clips=1", "--set", "run.batch_size=4"]
+    deadline = time.monotonic() + 90
+    while True:  # a head that answers `job list` may not have its job agent up yet: Ray asks to try again
+        submit = _ray(env, *command, timeout=300)
+        if "No available agent to submit job" not in submit.stdout + submit.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(3)
     status = _ray(env, "job", "status", "--address", address, job_id)
     errors = [line for line in (submit.stdout + submit.stderr).splitlines() if "Error" in line or "error:" in line]
     assert f"Job '{job_id}' succeeded" in status.stdout, "\n".join([status.stdout[-1000:], *errors[-20:]])
