@@ -40,11 +40,32 @@ def _tune_results(experiment: Path, trial_id: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.is_file() else []
 
 
+def _asha_stops(experiment: Path) -> dict[str, bool]:
+    """Trial id -> whether ASHA's rule at its first rung (epoch 1) stops it, replayed on the scores Tune received
+    in the order the trials ran (one at a time, in trial order): a trial stops when its score is below the
+    (1 - 1/rf) quantile of the scores recorded before it."""
+    rf = load_space(SMOKE).asha.reduction_factor
+    recorded: list[float] = []
+    stops = {}
+    for trial_id in sorted(path.name for path in (experiment / "trials").iterdir()):
+        score = _tune_results(experiment, trial_id)[0]["val_score"]
+        stops[trial_id] = bool(recorded) and score < np.nanpercentile(recorded, (1 - 1 / rf) * 100)
+        recorded.append(score)
+    return stops
+
+
 @pytest.fixture(scope="module")
 def smoke_search(ray_session, tiny_dataset, tmp_path_factory):
-    storage = tmp_path_factory.mktemp("tune")
-    code = main(["tune", "--space", str(SMOKE), "--data", str(tiny_dataset.parquet), "--storage", str(storage),
-                 "--name", "smoke"])
+    """The smoke search (4 trials). ASHA can only stop a trial that is behind the ones before it at epoch 1, and
+    whether one is depends on the run: each later trial is above the earlier median about half the time, so about
+    one run in 8 has nothing to stop. Such a run is repeated with the next seed (up to 3 runs), so that the tests
+    see ASHA stop a trial."""
+    for seed in range(3):
+        storage = tmp_path_factory.mktemp("tune")
+        code = main(["tune", "--space", str(SMOKE), "--data", str(tiny_dataset.parquet), "--storage", str(storage),
+                     "--name", "smoke", "--set", f"run.seed={seed}"])
+        if code != 0 or any(_asha_stops(storage / "smoke").values()):
+            break
     return code, storage / "smoke"
 
 
@@ -53,19 +74,13 @@ def test_every_trial_runs_and_asha_stops_the_ones_behind(smoke_search):
     assert code == 0
     runs = _trial_runs(experiment)
     assert len(runs) == 4  # one trial per head of the grid
-    asha = load_space(SMOKE).asha
+    max_t = load_space(SMOKE).asha.max_t
     reported = {trial_id: [r["epoch"] for r in _tune_results(experiment, trial_id)] for trial_id in runs}
     assert all(epochs[-1] == len(epochs) for epochs in reported.values()), reported
-    assert max(len(epochs) for epochs in reported.values()) == asha.max_t, reported  # the first ran to the end
-    # ASHA's rule at its first rung (epoch 1), replayed on the scores Tune received, in the order the trials ran
-    # (one at a time, in trial order): a trial stops there when its score is below the (1 - 1/rf) quantile of the
-    # scores recorded before it. Whether any trial is behind depends on the run; each decision must follow the rule.
-    recorded: list[float] = []
-    for trial_id in sorted(runs):
-        score = _tune_results(experiment, trial_id)[0]["val_score"]
-        behind = bool(recorded) and score < np.nanpercentile(recorded, (1 - 1 / asha.reduction_factor) * 100)
-        assert (len(reported[trial_id]) < asha.max_t) == behind, (trial_id, score, recorded, reported)
-        recorded.append(score)
+    stops = _asha_stops(experiment)
+    assert {trial_id: len(epochs) < max_t for trial_id, epochs in reported.items()} == stops, reported
+    assert any(stops.values()), reported  # ASHA stopped at least one trial early ...
+    assert max(len(epochs) for epochs in reported.values()) == max_t, reported  # ... and let the first run to the end
     for trial_id, records in runs.items():
         assert [r["epoch"] for r in records] == list(range(1, len(records) + 1))
         assert len(records) >= len(reported[trial_id])  # the run folder holds every epoch Tune saw
@@ -76,7 +91,7 @@ def test_every_trial_runs_and_asha_stops_the_ones_behind(smoke_search):
         trained = rundir.read_config(experiment / "trials" / trial_id)
         assert (trained.optim.lr, trained.model.fusion) == (params["optim.lr"], params["model.fusion"])
         assert 0.01 <= trained.optim.lr <= 0.1
-        assert trained.run.epochs == asha.max_t and trained.model.depth == 10
+        assert trained.run.epochs == max_t and trained.model.depth == 10
         heads.append(trained.model.fusion)
     assert sorted(heads) == ["factorized", "gap", "hbp", "temporal"]
 
