@@ -150,17 +150,21 @@ def picked_windows(shard: Path, n_videos: int, rng: np.random.Generator) -> list
 
 def time_worker_decode(batches: list[dict[str, np.ndarray]], device: torch.device, repeats: int) -> float:
     """Median clips/s of `repeats` runs of `decode_windows` over `batches` on `device` (one thread on a CPU)."""
-    torch.set_num_threads(1)
-    decode_windows(batches[0], size=SIZE, device=device)  # warm-up: nvjpeg's handle, CUDA's allocator
-    rates = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        clips = sum(len(decode_windows(batch, size=SIZE, device=device)) for batch in batches)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        rates.append(clips / (time.perf_counter() - start))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # this case only: the later ones keep the process's setting
+    try:
+        decode_windows(batches[0], size=SIZE, device=device)  # warm-up: nvjpeg's handle, CUDA's allocator
+        rates = []
+        for _ in range(repeats):
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            clips = sum(len(decode_windows(batch, size=SIZE, device=device)) for batch in batches)
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            rates.append(clips / (time.perf_counter() - start))
+    finally:
+        torch.set_num_threads(threads)
     return statistics.median(rates)
 
 
