@@ -71,13 +71,16 @@ def draft_reduction(short_side: int, min_short_side: int) -> int:
     return next((r for r in DRAFT_REDUCTIONS if short_side // r >= min_short_side), 1)
 
 
-def decode_jpegs(jpegs: Sequence[bytes | pa.Buffer], *, reduction: int = 1) -> list[torch.Tensor]:
-    """Decode JPEGs to uint8 (3, H, W) frames: at full size with one call to torchvision's libjpeg-turbo decoder
-    for the whole list (measured ~1.4x Pillow here, and one call per window, not per frame, saves its Python
-    overhead), or at 1/`reduction` of their size with Pillow's `draft`."""
+def decode_jpegs(
+    jpegs: Sequence[bytes | pa.Buffer], *, reduction: int = 1, device: torch.device | str = "cpu",
+) -> list[torch.Tensor]:
+    """Decode JPEGs to uint8 (3, H, W) frames: at full size with one call to torchvision's decoder for the whole
+    list, on `device` (libjpeg-turbo on the CPU, measured ~1.4x Pillow here, and one call per window, not per
+    frame, saves its Python overhead; nvjpeg's batched decode on a GPU), or, on the CPU, at 1/`reduction` of their
+    size with Pillow's `draft`."""
     if reduction == 1:
         data = [torch.frombuffer(bytearray(jpeg), dtype=torch.uint8) for jpeg in jpegs]
-        return decode_jpeg_tensor(data, mode=ImageReadMode.RGB)
+        return decode_jpeg_tensor(data, mode=ImageReadMode.RGB, device=device)
     frames = []
     for jpeg in jpegs:
         image = Image.open(io.BytesIO(jpeg))

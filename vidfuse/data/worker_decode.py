@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 from ray.data.collate_fn import NumpyBatchCollateFn
-from torchvision.io import ImageReadMode, decode_jpeg
 
+from vidfuse.data.pipeline import decode_jpegs
 from vidfuse.data.transforms import Crop, crop_clip
 
 INDEX_COLUMNS = ("label", "video_index", "clip_index")
@@ -22,8 +22,7 @@ INDEX_COLUMNS = ("label", "video_index", "clip_index")
 def decode_windows(batch: dict[str, np.ndarray], *, size: int, device: torch.device | str) -> torch.Tensor:
     """Rows of `pipeline.pick_window_jpegs` -> uint8 clips (N, T, size, size, C) on `device`."""
     windows = [list(jpegs) for jpegs in batch["jpegs"]]  # N windows of T JPEGs (bytes)
-    data = [torch.frombuffer(bytearray(jpeg), dtype=torch.uint8) for window in windows for jpeg in window]
-    frames = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)  # N * T frames of (3, H, W) on `device`
+    frames = decode_jpegs([jpeg for window in windows for jpeg in window], device=device)  # N * T (3, H, W)
     clips, first = [], 0
     for window, scale, position, flip in zip(windows, batch["crop_scale"], batch["crop_position"],
                                              batch["crop_flip"]):
