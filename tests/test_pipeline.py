@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+import os
 import re
 from collections import Counter
 
@@ -16,6 +17,7 @@ from PIL import Image
 
 from vidfuse.data.pipeline import (
     DECODER_ENV_VARS,
+    FOOTER_READERS_ENV,
     StoredFrames,
     clip_dataset,
     decode_jpegs,
@@ -174,3 +176,22 @@ def test_decoder_tasks_run_arrow_on_one_thread(tiny_dataset, ray_session):
     expected = (int(DECODER_ENV_VARS["RAY_DATA_PARQUET_READER_CPU_COUNT"]),
                 int(DECODER_ENV_VARS["RAY_DATA_PARQUET_READER_IO_THREAD_COUNT"]))
     assert pools and {(row["cpu"], row["io"]) for row in pools} == {expected} == {(1, 1)}
+
+
+def test_each_execution_lists_files_with_one_footer_reader(tiny_dataset, ray_session, monkeypatch):
+    """Ray's V2 Parquet reader would start 32 footer-reading actors (processes) per execution, that is per epoch;
+    clip_dataset asks for one, and leaves the environment as it found it."""
+    from ray.util.state import list_actors
+
+    name, _ = FOOTER_READERS_ENV
+    monkeypatch.delenv(name, raising=False)
+
+    def footer_readers() -> int:
+        return len(list_actors(filters=[("class_name", "=", "FooterReader")], limit=10_000))
+
+    before = footer_readers()
+    ds = clip_dataset(tiny_dataset.parquet, split=1, subset="val", mode="val", sample_duration=T, sample_size=S)
+    assert name not in os.environ
+    for _ in range(2):
+        _collect(ds)
+    assert footer_readers() - before == 2

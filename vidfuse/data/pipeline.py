@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import io
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -58,6 +60,12 @@ DECODER_CPUS = 1.0  # a decoder (read + decode task) keeps one core busy
 # thread traffic and ~5 % of the clips/s per core here. Read by the reader at import: the job's runtime env
 # (engine/ray_runtime.py) sets them.
 DECODER_ENV_VARS = {"RAY_DATA_PARQUET_READER_CPU_COUNT": "1", "RAY_DATA_PARQUET_READER_IO_THREAD_COUNT": "1"}
+# Ray's V2 Parquet reader lists the files of every execution (every epoch) through a pool of new footer-reading
+# actors, each a fresh Python process, killed when the listing ends. Their count is read from the environment of
+# the process that calls `read_parquet`, default 32: on a small machine, starting 32 processes per epoch delayed
+# the first batch by seconds (benchmarks/data_pipeline.py: 2.5-5.7 s with 32, 1.0-2.0 s with 1, epochs 2-3). One
+# actor, with its 128 I/O threads, reads the footers of hundreds of shards. A value set by the user wins.
+FOOTER_READERS_ENV = ("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", "1")
 VIDEOS_PER_BATCH = 8  # videos per output batch of a decoder
 VIDEO_COLUMNS = ["video_index", "label", "n_frames", "height", "width", "frames"]  # what decoding reads
 DECODE_ON = ("decoders", "worker")  # where clips are decoded: see clip_dataset
@@ -246,6 +254,19 @@ def _check_subset(path: Path, split: int, subset: str) -> None:
         raise VidfuseError(f"{path}: split {split} has no {subset} videos")
 
 
+@contextmanager
+def _env_default(name: str, value: str) -> Iterator[None]:
+    """Inside the block, `os.environ[name]` is `value` unless it was already set; restored afterwards."""
+    if name in os.environ:
+        yield
+        return
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        os.environ.pop(name, None)
+
+
 def _decoder_pool_size(decode_workers: int) -> int:
     """`decode_workers`, capped at the cluster's CPUs - 1 so that an execution's file listing finds a CPU."""
     if decode_workers < 1:
@@ -276,12 +297,13 @@ def clip_dataset(
 
     pool_size = _decoder_pool_size(decode_workers)
     pool = dict(compute=ray.data.TaskPoolStrategy(size=pool_size), num_cpus=DECODER_CPUS)
-    ds = ray.data.read_parquet(  # the same pool and CPUs for every step: Ray fuses them into one task
-        [str(p) for p in shard_paths(path)],
-        num_cpus=DECODER_CPUS,
-        concurrency=pool_size,
-        shuffle=ray.data.FileShuffleConfig(seed=seed, reseed_after_execution=True) if mode == "train" else None,
-    )
+    with _env_default(*FOOTER_READERS_ENV):  # read by the file indexer that read_parquet creates
+        ds = ray.data.read_parquet(  # the same pool and CPUs for every step: Ray fuses them into one task
+            [str(p) for p in shard_paths(path)],
+            num_cpus=DECODER_CPUS,
+            concurrency=pool_size,
+            shuffle=ray.data.FileShuffleConfig(seed=seed, reseed_after_execution=True) if mode == "train" else None,
+        )
     ds = ds.select_columns([*VIDEO_COLUMNS, f"split{split}"])  # the subset's rows: see decode_clips
     if mode == "train":
         ds = ds.with_column(DRAW, random(seed=seed, reseed_after_execution=True), **pool)
