@@ -28,7 +28,7 @@ TRAIN_SETTINGS = {
     "data.sample_duration": 8, "data.sample_stride": 4, "data.sample_size": 32, "data.n_val_clips": 1,
     "data.norm": "imagenet", "data.min_crop_scale": 1.0, "data.hflip": False,
     "optim.optimizer": "adamw", "optim.lr": 0.002, "optim.weight_decay": 1e-4, "optim.scheduler": "cosine",
-    "optim.warmup_epochs": 1, "run.epochs": 20, "run.batch_size": 16, "run.workers": 2, "run.checkpoint_every": 5,
+    "optim.warmup_epochs": 1, "run.epochs": 30, "run.batch_size": 16, "run.workers": 2, "run.checkpoint_every": 5,
 }
 CLASSES = 6  # the synthetic set's moves, growing and shrinking; spinning (classes 7, 8) needs longer training
 VIDEOS_PER_CLASS = 96
