@@ -7,6 +7,8 @@ clips in ../shared/data/clips (320 x 240):
 - decode_limit: only decoding the 16 JPEGs of a random window from the prepared Parquet rows (short side 128)
                 with the pipeline's own decoder (`pipeline.decode_jpegs`), in memory, one process (1 core): no
                 loader can beat this per core;
+- in_memory:    `decode_clips` on row groups already read into memory, one process (1 core): the decode limit
+                plus the pipeline's own planning, crop, resize and flip, without the Parquet read;
 - plain_loop:   the pipeline's own work without Ray: pyarrow reads whole row groups of the replicated Parquet
                 (the columns the pipeline reads) and `decode_clips` makes the clips, one process (1 core); Ray
                 Data's rate over this one is the cost of the Ray Data layer itself;
@@ -137,6 +139,11 @@ def read_and_decode(shard: Path, n_videos: int, rng: np.random.Generator) -> int
     return made
 
 
+def decode_in_memory(blocks: Iterator[pa.Table]) -> int:
+    """`decode_clips` on the next of `blocks` (row groups already read); returns the number of clips made."""
+    return sum(len(batch["clip"]) for batch in decode_clips(next(blocks), sample_size=SIZE, **SELECTION))
+
+
 def picked_windows(shard: Path, n_videos: int, rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
     """NumPy batches of window rows (`decode_on: worker`) of at least `n_videos` train videos, as a Train worker
     gets them."""
@@ -265,6 +272,9 @@ def main() -> None:
         emit("naive_pil_per_frame", time_loop(naive, args.clips, args.repeats), 1, source="320x240 frame folders")
         emit("decode_limit", time_loop(decode, args.clips, args.repeats), 1,
              source=f"Parquet JPEGs, short side {SHORT_SIDE}")
+        blocks = itertools.cycle(list(itertools.islice(train_blocks(shard, rng), 4)))  # 64 videos, read once
+        emit("in_memory", time_loop(lambda: decode_in_memory(blocks), 4 * args.clips, args.repeats), 1,
+             source=f"Parquet row groups in memory, short side {SHORT_SIDE}")
         emit("plain_loop", time_loop(lambda: read_and_decode(shard, 4 * args.clips, rng), 4 * args.clips,
                                      args.repeats), 1, source=f"Parquet row groups, short side {SHORT_SIDE}")
         device = torch.device(args.worker_device)
@@ -297,6 +307,7 @@ def main() -> None:
     print(json.dumps({"case": "ratios_per_core",
                       "ray_vs_naive": round(best_ray / results["naive_pil_per_frame"], 2),
                       "ray_vs_decode_limit": round(best_ray / results["decode_limit"], 2),
+                      "in_memory_vs_decode_limit": round(results["in_memory"] / results["decode_limit"], 2),
                       "plain_loop_vs_decode_limit": round(results["plain_loop"] / results["decode_limit"], 2),
                       "ray_vs_plain_loop": round(best_ray / results["plain_loop"], 2),
                       "note": "shared, noisy machine; Ray steady state = rate between 30 % and 90 % of an epoch"}))
