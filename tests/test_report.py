@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import statistics
 from fractions import Fraction
 from math import comb
@@ -212,3 +213,21 @@ def test_confusion_figure_is_row_normalised_and_lists_pairs():
     assert [t.get_text() for t in matrix_axes.get_yticklabels()] == ["Archery", "Bowling", "Diving"]
     listed = pairs_axes.texts[0].get_text().splitlines()
     assert listed == ["Bowling -> Diving: 3 (75 %)", "Archery -> Bowling: 2 (20 %)"]
+
+
+def test_val_score_orders_by_accuracy_then_by_lower_loss():
+    records = [
+        {"val_video_acc": 0.5, "val_loss": 0.1},
+        {"val_video_acc": 0.25, "val_loss": 0.01},
+        {"val_video_acc": 0.25, "val_loss": 3.0},
+        {"val_video_acc": 0.25, "val_loss": 8209.0},
+        {"val_video_acc": 0.25, "val_loss": math.nan},
+        {"val_video_acc": 0.125, "val_loss": 0.0},
+    ]
+    assert sorted(records, key=rundir.val_score, reverse=True) == records
+    assert all(0 <= r["val_video_acc"] - rundir.val_score(r) < 1.001e-6 for r in records)  # the loss only breaks ties
+
+
+def test_best_epoch_breaks_accuracy_ties_by_lower_val_loss(tmp_path):
+    run = make_run(tmp_path, "tied", val_accs=(0.5, 0.8, 0.8, 0.7))  # val loss 1.5 / epoch
+    assert results_table([run])[0]["best_epoch"] == 3

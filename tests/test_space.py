@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import pytest
@@ -10,7 +9,7 @@ from ray import tune
 
 from vidfuse import config as config_lib
 from vidfuse.errors import VidfuseError
-from vidfuse.tuning.space import load_space, score
+from vidfuse.tuning.space import load_space
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -137,16 +136,3 @@ def test_bad_space_files_are_one_clear_line(tmp_path, text, message):
 def test_missing_space_file(tmp_path):
     with pytest.raises(VidfuseError, match="search space file not found: .*nope.yaml"):
         load_space(tmp_path / "nope.yaml")
-
-
-def test_score_orders_by_accuracy_then_by_lower_loss():
-    records = [
-        {"val_video_acc": 0.5, "val_loss": 0.1},
-        {"val_video_acc": 0.25, "val_loss": 0.01},
-        {"val_video_acc": 0.25, "val_loss": 3.0},
-        {"val_video_acc": 0.25, "val_loss": 8209.0},
-        {"val_video_acc": 0.25, "val_loss": math.nan},
-        {"val_video_acc": 0.125, "val_loss": 0.0},
-    ]
-    assert sorted(records, key=score, reverse=True) == records
-    assert all(0 <= r["val_video_acc"] - score(r) < 1.001e-6 for r in records)  # the loss only breaks ties

@@ -117,7 +117,7 @@ def test_checkpoints_hold_the_whole_state_and_load_weights_only(straight_run):
     assert {"model", "optimizer", "scheduler", "scaler", "epoch", "config", "labels", "vidfuse_version"} <= set(last)
     assert last["epoch"] == 5 and last["config"]["run"]["name"] == "straight"
     best = load_checkpoint(straight_run / "best.pt")
-    best_epoch = max(rundir.read_metrics(straight_run), key=lambda r: r["val_video_acc"])["epoch"]
+    best_epoch = max(rundir.read_metrics(straight_run), key=lambda r: (r["val_video_acc"], -r["val_loss"]))["epoch"]
     assert best["epoch"] == best_epoch
     assert rundir.read_config(straight_run).model.num_classes == len(last["labels"])
     meta = json.loads((straight_run / rundir.META).read_text())

@@ -26,7 +26,8 @@ def clips_per_video(text: str) -> int | None:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, metavar="RUN_DIR", help="trained run folder")
     parser.add_argument("--checkpoint", default="best", metavar="best|last|PATH",
-                        help="weights to score (default: best, the epoch with the best val video accuracy)")
+                        help="weights to score (default: best, the epoch with the best val video accuracy; "
+                             "ties: lower val loss)")
     parser.add_argument("--clips", type=clips_per_video, default=None, metavar="all|N",
                         help="windows per video: all non-overlapping ones (default) or N evenly spaced")
     parser.add_argument("--workers", type=int, default=None, metavar="N",

@@ -75,8 +75,8 @@ def run(args: argparse.Namespace) -> int:
 
     run_dir = train(config, resume=resume)
     records = rundir.read_metrics(run_dir)
-    if records:
-        best = max(records, key=lambda r: r["val_video_acc"])
+    best = rundir.best_record(records)
+    if best is not None:
         print(f"best val video accuracy {best['val_video_acc']:.4f} at epoch {best['epoch']} of {len(records)}")
     print(f"run folder: {run_dir}")
     print(f"  metrics: {run_dir / rundir.METRICS}")

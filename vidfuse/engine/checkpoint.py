@@ -3,7 +3,8 @@
 Layout: `{"model": state_dict, "optimizer", "scheduler", "scaler": state dicts or None, "epoch": int (last
 finished, 1-based), "config": Config.to_dict(), "labels": [class names], "vidfuse_version": str, "metrics":
 {...}}`. Files are written under a temporary name and renamed, so a crash never leaves half a checkpoint.
-A run folder holds `best.pt` (best val video accuracy) and `last.pt`, which `test` and `predict` read.
+A run folder holds `best.pt` (best val video accuracy, ties: lower val loss: `rundir.val_score`) and `last.pt`,
+which `test` and `predict` read.
 """
 
 from __future__ import annotations

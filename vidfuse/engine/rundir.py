@@ -11,7 +11,9 @@ Ray Train keeps its own `checkpoint_*` folders beside these.
 from __future__ import annotations
 
 import json
+import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +71,24 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
             record = json.loads(line)
             by_epoch[int(record["epoch"])] = record
     return [by_epoch[e] for e in sorted(by_epoch)]
+
+
+def val_score(record: dict[str, Any]) -> float:
+    """How good an epoch is on val, higher is better: its val video accuracy, equal accuracies ordered by lower
+    val loss. `best.pt`, the report's best epoch and Tune (ASHA and the best trial) all rank epochs by it.
+
+    The loss moves the score by less than 1e-6 (one video in a million), so it only orders equal accuracies:
+    small validation sets tie often (several epochs at 100 %), and ASHA can only stop a trial that is strictly
+    behind. A non-finite loss (a diverged run) ranks last among its ties."""
+    loss = record["val_loss"]
+    squashed = loss / (1.0 + loss) if math.isfinite(loss) and loss >= 0 else 1.0
+    return record["val_video_acc"] - 1e-6 * squashed
+
+
+def best_record(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The epoch record with the highest `val_score` (the epoch `best.pt` keeps); None without any val record."""
+    scored = [r for r in records if r.get("val_video_acc") is not None]
+    return max(scored, key=val_score) if scored else None
 
 
 def append_metrics(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:

@@ -139,6 +139,7 @@ def validate(model, batches, *, cfg: config_lib.Config, device, video_labels: to
 
 def _state(model, optimizer, scheduler, scaler, *, epoch: int, cfg: config_lib.Config, labels: list[str],
            metrics: dict[str, Any], best: float) -> dict[str, Any]:
+    """A vidfuse checkpoint; `best` is the best `rundir.val_score` so far (what a resumed run must beat)."""
     return {
         "model": _unwrap(model).state_dict(),
         "optimizer": optimizer.state_dict(),
@@ -148,7 +149,7 @@ def _state(model, optimizer, scheduler, scaler, *, epoch: int, cfg: config_lib.C
         "config": cfg.to_dict(),
         "labels": labels,
         "metrics": metrics,
-        "best_val_video_acc": best,
+        "best_val_score": best,
         "vidfuse_version": vidfuse.__version__,
     }
 
@@ -182,7 +183,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        start_epoch, best = state["epoch"] + 1, state["best_val_video_acc"]
+        start_epoch, best = state["epoch"] + 1, state["best_val_score"]
         if rank == 0:
             print(f"resuming {run_dir.name} at epoch {start_epoch} from checkpoint of epoch {state['epoch']}", flush=True)
 
@@ -213,8 +214,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             "lr": lr, "clips_per_s": train_stats.clips / train_seconds,
             "epoch_seconds": time.perf_counter() - started, "val_videos": val["val_videos"],
         }
-        improved = val["val_video_acc"] > best
-        best = max(best, val["val_video_acc"])
+        score = rundir.val_score(record)  # val video accuracy, ties broken by lower val loss
+        improved = score > best
+        best = max(best, score)
         keep = improved or epoch % cfg.run.checkpoint_every == 0 or epoch == cfg.run.epochs
         with tempfile.TemporaryDirectory() as directory:
             ray_checkpoint = None

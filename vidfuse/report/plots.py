@@ -16,6 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from vidfuse.engine.rundir import best_record
 from vidfuse.files import atomic_output
 
 
@@ -31,12 +32,6 @@ def _series(records: Sequence[dict[str, Any]], key: str) -> tuple[list[int], lis
     return [e for e, _ in points], [v for _, v in points]
 
 
-def best_epoch(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
-    """The epoch record with the highest val video accuracy (the one `best.pt` keeps); None without any."""
-    scored = [r for r in records if r.get("val_video_acc") is not None]
-    return max(scored, key=lambda r: r["val_video_acc"]) if scored else None
-
-
 def curves_figure(records: Sequence[dict[str, Any]], title: str) -> Figure:
     """Train vs val accuracy, train vs val loss and the learning rate, per epoch (metrics.jsonl records).
 
@@ -50,7 +45,7 @@ def curves_figure(records: Sequence[dict[str, Any]], title: str) -> Figure:
         epochs, values = _series(records, key)
         accuracy.plot(epochs, [100 * v for v in values], marker=".", label=label)
     accuracy.set(xlabel="epoch", ylabel="accuracy (%)", title="accuracy")
-    best = best_epoch(records)
+    best = best_record(records)
     if best is not None:
         accuracy.axvline(best["epoch"], color="grey", linestyle="--", linewidth=0.8)
         gap = f"best epoch {best['epoch']}\nval {100 * best['val_video_acc']:.1f} %"

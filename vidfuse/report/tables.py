@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vidfuse.engine.rundir import best_record
 from vidfuse.files import write_text
-from vidfuse.report.plots import best_epoch
 from vidfuse.report.runs import RunRecord, find_run_dirs, read_run
 from vidfuse.report.stats import mean_std
 
@@ -84,7 +84,7 @@ def _flat_config(run: RunRecord) -> dict[str, Any]:
 
 def run_row(run: RunRecord) -> dict[str, Any]:
     """One run's table row: raw numbers (fractions, counts), None where the run has no value yet."""
-    model, test, best = run.config.model, run.test or {}, best_epoch(run.metrics)
+    model, test, best = run.config.model, run.test or {}, best_record(run.metrics)
     speeds = [r["clips_per_s"] for r in run.metrics if r.get("clips_per_s")]
     parameters = run.meta.get("parameters")
     return {

@@ -26,9 +26,10 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
+from vidfuse.engine import rundir
 from vidfuse.engine.ray_runtime import ensure_ray as start_ray
 from vidfuse.errors import VidfuseError
-from vidfuse.tuning.space import SCORE, TIME_ATTR, SearchSpace, score
+from vidfuse.tuning.space import SCORE, TIME_ATTR, SearchSpace
 
 TRIALS = "trials"  # sub-folder of the experiment that holds the trials' run folders
 TRIAL_DRIVER_CPU = 0.25  # the trial function only drives its TorchTrainer; its workers reserve their own CPUs
@@ -43,10 +44,10 @@ def _trial_id(trial: Trial) -> str:
 
 
 class ScoreReportCallback(TuneReportCallback):
-    """Tune's report callback for Train runs, adding each epoch's `val_score` (see `space.score`) for ASHA."""
+    """Tune's report callback for Train runs, adding each epoch's `val_score` (`rundir.val_score`) for ASHA."""
 
     def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
-        super().after_report(run_context, [{**m, SCORE: score(m)} for m in metrics], checkpoint)
+        super().after_report(run_context, [{**m, SCORE: rundir.val_score(m)} for m in metrics], checkpoint)
 
 
 def run_trial(params: dict[str, Any], *, space: SearchSpace, trials_root: str) -> None:

@@ -8,7 +8,7 @@
       model.fusion: {choice: [gap, hbp]}
       model.ft_begin_index: {randint: [0, 5]}   # both ends included
     asha: {grace_period: 1, max_t: 3, reduction_factor: 2}   # in epochs; max_t is the trials' run.epochs
-                                 # ASHA compares val video accuracy (ties: lower val loss), see `score`
+                                 # ASHA compares val video accuracy (ties: lower val loss), see `rundir.val_score`
     max_concurrent_trials: 2
 
 Every value a distribution can produce is checked against the config when the file is read, so a typo in a key,
@@ -18,7 +18,6 @@ a distribution name or a choice fails at once with one line naming the file, not
 from __future__ import annotations
 
 import copy
-import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,19 +42,8 @@ RANGES = ("loguniform", "uniform", "randint")
 RESERVED_KEYS = ("run.name", "run.storage", "run.epochs")
 TOP_LEVEL = ("config", "search", "asha", "max_concurrent_trials")
 
-SCORE = "val_score"  # what ASHA compares and the best trial is chosen by (higher is better): see `score`
+SCORE = "val_score"  # what ASHA compares and the best trial is chosen by: `rundir.val_score`
 TIME_ATTR = "epoch"  # reported by every epoch and absolute, so a resumed trial keeps its place in ASHA's rungs
-
-
-def score(record: dict[str, Any]) -> float:
-    """An epoch's val video accuracy, equal accuracies ordered by lower val loss.
-
-    The loss moves the score by less than 1e-6 (one video in a million), so it only orders trials whose
-    accuracies are equal: small validation sets tie often, and ASHA can only stop a trial that is strictly
-    behind. A non-finite loss (a diverged trial) ranks last among its ties."""
-    loss = record["val_loss"]
-    squashed = loss / (1.0 + loss) if math.isfinite(loss) and loss >= 0 else 1.0
-    return record["val_video_acc"] - 1e-6 * squashed
 
 
 @dataclass(frozen=True)
