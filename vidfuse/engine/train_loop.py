@@ -183,7 +183,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        start_epoch, best = state["epoch"] + 1, state["best_val_score"]
+        # checkpoints written before val_score kept the best accuracy alone: the same bar, without the loss tie-break
+        start_epoch, best = state["epoch"] + 1, state.get("best_val_score", state.get("best_val_video_acc", -1.0))
         if rank == 0:
             print(f"resuming {run_dir.name} at epoch {start_epoch} from checkpoint of epoch {state['epoch']}", flush=True)
 
