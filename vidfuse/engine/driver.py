@@ -164,7 +164,7 @@ def build_trainer(config: config_lib.Config, *, callbacks: Sequence[Any] = (), r
             callbacks=list(callbacks),
             checkpoint_config=ray.train.CheckpointConfig(
                 num_to_keep=config.run.keep_checkpoints,
-                checkpoint_score_attribute="val_video_acc",
+                checkpoint_score_attribute=rundir.VAL_SCORE,
                 checkpoint_score_order="max",
             ),
             failure_config=ray.train.FailureConfig(max_failures=config.run.max_failures),

@@ -73,9 +73,13 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
+VAL_SCORE = "val_score"  # each epoch's `val_score`, reported to Ray beside the metrics.jsonl record
+
+
 def val_score(record: dict[str, Any]) -> float:
     """How good an epoch is on val, higher is better: its val video accuracy, equal accuracies ordered by lower
-    val loss. `best.pt`, the report's best epoch and Tune (ASHA and the best trial) all rank epochs by it.
+    val loss. `best.pt`, Ray's kept checkpoints, the report's best epoch and Tune (ASHA and the best trial) all
+    rank epochs by it.
 
     The loss moves the score by less than 1e-6 (one video in a million), so it only orders equal accuracies:
     small validation sets tie often (several epochs at 100 %), and ASHA can only stop a trial that is strictly

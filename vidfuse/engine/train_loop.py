@@ -234,4 +234,4 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
                 if keep:
                     copy_checkpoint(run_dir / "last.pt", Path(directory) / CHECKPOINT_FILE)
                     ray_checkpoint = ray.train.Checkpoint.from_directory(directory)
-            ray.train.report(record, checkpoint=ray_checkpoint)
+            ray.train.report({**record, rundir.VAL_SCORE: score}, checkpoint=ray_checkpoint)

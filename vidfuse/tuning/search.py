@@ -26,7 +26,6 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
-from vidfuse.engine import rundir
 from vidfuse.engine.ray_runtime import ensure_ray as start_ray
 from vidfuse.errors import VidfuseError
 from vidfuse.tuning.space import SCORE, TIME_ATTR, SearchSpace
@@ -43,13 +42,6 @@ def _trial_id(trial: Trial) -> str:
     return trial.trial_id
 
 
-class ScoreReportCallback(TuneReportCallback):
-    """Tune's report callback for Train runs, adding each epoch's `val_score` (`rundir.val_score`) for ASHA."""
-
-    def after_report(self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any) -> None:
-        super().after_report(run_context, [{**m, SCORE: rundir.val_score(m)} for m in metrics], checkpoint)
-
-
 def run_trial(params: dict[str, Any], *, space: SearchSpace, trials_root: str) -> None:
     """One trial: the space's config with the sampled `params`, trained as the run `<trials_root>/<trial_id>`."""
     from vidfuse.engine.driver import build_trainer  # torch and the models load in the trial's process only
@@ -58,7 +50,7 @@ def run_trial(params: dict[str, Any], *, space: SearchSpace, trials_root: str) -
     config.run.storage = trials_root
     config.run.name = tune.get_context().get_trial_id()
     # resume=True: a restarted trial continues its own run folder (a new trial has none yet and starts fresh).
-    build_trainer(config, callbacks=[ScoreReportCallback()], resume=True).fit()
+    build_trainer(config, callbacks=[TuneReportCallback()], resume=True).fit()
 
 
 def _trainable(space: SearchSpace, experiment: Path):
