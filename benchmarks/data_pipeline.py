@@ -128,20 +128,20 @@ SELECTION = dict(split_column="split1", subset="train", videos_per_batch=VIDEOS_
                  sample_duration=DURATION, sample_stride=1, n_val_clips=1, augment=Augment())
 
 
+def decode_block(block: pa.Table) -> int:
+    """`decode_clips` on one block of train rows; returns the number of clips made."""
+    return sum(len(batch["clip"]) for batch in decode_clips(block, sample_size=SIZE, **SELECTION))
+
+
 def read_and_decode(shard: Path, n_videos: int, rng: np.random.Generator) -> int:
     """The Ray pipeline's work for at least `n_videos` train clips in a plain loop: whole row groups of `shard`
     read, then `decode_clips`. Returns the number of clips made."""
     made = 0
     for block in train_blocks(shard, rng):
-        made += sum(len(batch["clip"]) for batch in decode_clips(block, sample_size=SIZE, **SELECTION))
+        made += decode_block(block)
         if made >= n_videos:
             break
     return made
-
-
-def decode_in_memory(blocks: Iterator[pa.Table]) -> int:
-    """`decode_clips` on the next of `blocks` (row groups already read); returns the number of clips made."""
-    return sum(len(batch["clip"]) for batch in decode_clips(next(blocks), sample_size=SIZE, **SELECTION))
 
 
 def picked_windows(shard: Path, n_videos: int, rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
@@ -273,7 +273,7 @@ def main() -> None:
         emit("decode_limit", time_loop(decode, args.clips, args.repeats), 1,
              source=f"Parquet JPEGs, short side {SHORT_SIDE}")
         blocks = itertools.cycle(list(itertools.islice(train_blocks(shard, rng), 4)))  # 64 videos, read once
-        emit("in_memory", time_loop(lambda: decode_in_memory(blocks), 4 * args.clips, args.repeats), 1,
+        emit("in_memory", time_loop(lambda: decode_block(next(blocks)), 4 * args.clips, args.repeats), 1,
              source=f"Parquet row groups in memory, short side {SHORT_SIDE}")
         emit("plain_loop", time_loop(lambda: read_and_decode(shard, 4 * args.clips, rng), 4 * args.clips,
                                      args.repeats), 1, source=f"Parquet row groups, short side {SHORT_SIDE}")

@@ -73,7 +73,7 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
-VAL_SCORE = "val_score"  # each epoch's `val_score`, reported to Ray beside the metrics.jsonl record
+VAL_SCORE = "val_score"  # reported to Ray with each epoch: its kept checkpoints, ASHA and Tune rank by it
 
 
 def val_score(record: dict[str, Any]) -> float:

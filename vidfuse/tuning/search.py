@@ -26,9 +26,10 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
+from vidfuse.engine import rundir
 from vidfuse.engine.ray_runtime import ensure_ray as start_ray
 from vidfuse.errors import VidfuseError
-from vidfuse.tuning.space import SCORE, TIME_ATTR, SearchSpace
+from vidfuse.tuning.space import TIME_ATTR, SearchSpace
 
 TRIALS = "trials"  # sub-folder of the experiment that holds the trials' run folders
 TRIAL_DRIVER_CPU = 0.25  # the trial function only drives its TorchTrainer; its workers reserve their own CPUs
@@ -89,7 +90,7 @@ def run_search(space: SearchSpace, experiment: str | os.PathLike, *, samples: in
         trainable,
         param_space=space.param_space(),
         tune_config=tune.TuneConfig(
-            metric=SCORE,
+            metric=rundir.VAL_SCORE,
             mode="max",
             scheduler=ASHAScheduler(time_attr=TIME_ATTR, max_t=asha.max_t, grace_period=asha.grace_period,
                                     reduction_factor=asha.reduction_factor),

@@ -27,7 +27,6 @@ import yaml
 from ray import tune
 
 from vidfuse import config as config_lib
-from vidfuse.engine import rundir
 from vidfuse.errors import VidfuseError
 
 # Distribution name -> Tune's sampler for its argument list. Ranges are [low, high]; randint includes high.
@@ -43,7 +42,6 @@ RANGES = ("loguniform", "uniform", "randint")
 RESERVED_KEYS = ("run.name", "run.storage", "run.epochs")
 TOP_LEVEL = ("config", "search", "asha", "max_concurrent_trials")
 
-SCORE = rundir.VAL_SCORE  # what ASHA compares and the best trial is chosen by: `rundir.val_score`
 TIME_ATTR = "epoch"  # reported by every epoch and absolute, so a resumed trial keeps its place in ASHA's rungs
 
 
