@@ -24,6 +24,7 @@ from vidfuse.data.transforms import to_model_input
 from vidfuse.engine import rundir
 from vidfuse.engine.checkpoint import load_checkpoint
 from vidfuse.engine.driver import FAULT_ENV, train
+from vidfuse.engine.train_loop import resumed_best_score
 from vidfuse.errors import VidfuseError
 from vidfuse.models import build_model, model_from_config
 
@@ -137,6 +138,16 @@ def test_stopped_run_resumes_with_the_same_epochs_and_lrs(straight_run, tiny_dat
     assert [r["epoch"] for r in resumed] == [r["epoch"] for r in straight] == [1, 2, 3, 4, 5]
     assert [r["lr"] for r in resumed] == [r["lr"] for r in straight]
     assert load_checkpoint(run_dir / "last.pt")["epoch"] == 5
+
+
+def test_resumed_run_must_beat_the_best_score_so_far(straight_run):
+    state = load_checkpoint(straight_run / "last.pt")
+    best = max(rundir.val_score(r) for r in rundir.read_metrics(straight_run))
+    assert resumed_best_score(state) == best
+    # a checkpoint written before val_score kept the best val video accuracy alone: that is the bar
+    old_format = {k: v for k, v in state.items() if k != "best_val_score"} | {"best_val_video_acc": 0.75}
+    assert resumed_best_score(old_format) == 0.75
+    assert resumed_best_score({"epoch": 1}) == -1.0  # no record of a best: any epoch beats it
 
 
 def test_dead_worker_is_restarted_from_the_last_checkpoint(ray_session, tiny_dataset, tmp_path, monkeypatch):

@@ -154,6 +154,13 @@ def _state(model, optimizer, scheduler, scaler, *, epoch: int, cfg: config_lib.C
     }
 
 
+def resumed_best_score(state: dict[str, Any]) -> float:
+    """The best `rundir.val_score` a run resumed from checkpoint `state` must beat to replace `best.pt`.
+    Checkpoints written before val_score kept the best val video accuracy alone: the same bar, without the
+    loss tie-break."""
+    return state.get("best_val_score", state.get("best_val_video_acc", -1.0))
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Entry point of every Ray Train worker; `loop_config` comes from `driver.build_trainer`."""
     cfg = config_lib.from_dict(loop_config["config"])
@@ -183,8 +190,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         scaler.load_state_dict(state["scaler"])
-        # checkpoints written before val_score kept the best accuracy alone: the same bar, without the loss tie-break
-        start_epoch, best = state["epoch"] + 1, state.get("best_val_score", state.get("best_val_video_acc", -1.0))
+        start_epoch, best = state["epoch"] + 1, resumed_best_score(state)
         if rank == 0:
             print(f"resuming {run_dir.name} at epoch {start_epoch} from checkpoint of epoch {state['epoch']}", flush=True)
 
