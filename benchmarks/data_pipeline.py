@@ -7,6 +7,8 @@ clips in ../shared/data/clips (320 x 240):
 - decode_limit: only decoding the 16 JPEGs of a random window from the prepared Parquet rows (short side 128)
                 with the pipeline's own decoder (`pipeline.decode_jpegs`), in memory, one process (1 core): no
                 loader can beat this per core;
+- decode_and_crop: the decode limit plus the one crop + resize (+ flip) per clip (`transforms.crop_clip`), nothing
+                else: the most any pipeline that crops on the CPU can make per core;
 - in_memory:    `decode_clips` on row groups already read into memory, one process (1 core): the decode limit
                 plus the pipeline's own planning, crop, resize and flip, without the Parquet read;
 - plain_loop:   the pipeline's own work without Ray: pyarrow reads whole row groups of the replicated Parquet
@@ -60,7 +62,7 @@ from vidfuse.data.pipeline import (
 )
 from vidfuse.data.prepare import META_NAME, ROW_GROUP_VIDEOS, prepare_dataset, read_meta, writer_options
 from vidfuse.data.sampling import random_start, window_indices
-from vidfuse.data.transforms import Augment, random_crop
+from vidfuse.data.transforms import Augment, crop_clip, random_crop
 from vidfuse.data.worker_decode import decode_windows
 
 CLIPS = Path(__file__).resolve().parents[2] / "shared" / "data" / "clips" / "ucf101"
@@ -115,6 +117,11 @@ def decode_only(jpegs: list[bytes], rng: np.random.Generator) -> list[torch.Tens
     return decode_jpegs([jpegs[i] for i in indices])
 
 
+def decode_and_crop(jpegs: list[bytes], rng: np.random.Generator) -> torch.Tensor:
+    """`decode_only`, then the clip's crop, resize and flip: the work no CPU pipeline can leave out."""
+    return crop_clip(decode_only(jpegs, rng), random_crop(rng), SIZE)
+
+
 def train_blocks(shard: Path, rng: np.random.Generator) -> Iterator[pa.Table]:
     """The row groups of `shard` as the pipeline's tasks get them: the columns they read (pyarrow, one thread)
     and a per-row train draw."""
@@ -157,7 +164,7 @@ def picked_windows(shard: Path, n_videos: int, rng: np.random.Generator) -> list
 
 
 def time_worker_decode(batches: list[dict[str, np.ndarray]], device: torch.device, repeats: int) -> float:
-    """`time_loop` of `decode_windows` over `batches` (cycled) on `device`, one thread on a CPU."""
+    """`time_loop` of `decode_windows` over `batches` (cycled) on `device`."""
     cycle = itertools.cycle(batches)
 
     def decode() -> int:
@@ -166,18 +173,14 @@ def time_worker_decode(batches: list[dict[str, np.ndarray]], device: torch.devic
             torch.cuda.synchronize()  # the clips are done, not just queued
         return len(clips)
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # this case only: the later ones keep the process's setting
-    try:
-        decode()  # warm-up: nvjpeg's handle, CUDA's allocator
-        return time_loop(decode, sum(len(batch["label"]) for batch in batches), repeats)
-    finally:
-        torch.set_num_threads(threads)
+    decode()  # warm-up: nvjpeg's handle, CUDA's allocator
+    return time_loop(decode, sum(len(batch["label"]) for batch in batches), repeats)
 
 
 def time_loop(make_clips, n_clips: int, repeats: int) -> float:
     """Median clips/s of `repeats` runs of calls to `make_clips()` (which returns how many clips it made) until
-    `n_clips` are made."""
+    `n_clips` are made, with torch on one thread (a one-core case, like one decoder: `decode_clips`)."""
+    torch.set_num_threads(1)
     rates = []
     for _ in range(repeats):
         start, made = time.perf_counter(), 0
@@ -268,9 +271,15 @@ def main() -> None:
             decode_only(jpegs[rng.integers(len(jpegs))], rng)
             return 1
 
+        def decode_crop() -> int:
+            decode_and_crop(jpegs[rng.integers(len(jpegs))], rng)
+            return 1
+
         shard = tmp / "data.parquet" / "part-00000.parquet"
         emit("naive_pil_per_frame", time_loop(naive, args.clips, args.repeats), 1, source="320x240 frame folders")
         emit("decode_limit", time_loop(decode, args.clips, args.repeats), 1,
+             source=f"Parquet JPEGs, short side {SHORT_SIDE}")
+        emit("decode_and_crop", time_loop(decode_crop, args.clips, args.repeats), 1,
              source=f"Parquet JPEGs, short side {SHORT_SIDE}")
         blocks = itertools.cycle(list(itertools.islice(train_blocks(shard, rng), 4)))  # 64 videos, read once
         emit("in_memory", time_loop(lambda: decode_block(next(blocks)), 4 * args.clips, args.repeats), 1,
@@ -307,6 +316,8 @@ def main() -> None:
     print(json.dumps({"case": "ratios_per_core",
                       "ray_vs_naive": round(best_ray / results["naive_pil_per_frame"], 2),
                       "ray_vs_decode_limit": round(best_ray / results["decode_limit"], 2),
+                      "decode_and_crop_vs_decode_limit": round(results["decode_and_crop"] / results["decode_limit"],
+                                                               2),
                       "in_memory_vs_decode_limit": round(results["in_memory"] / results["decode_limit"], 2),
                       "plain_loop_vs_decode_limit": round(results["plain_loop"] / results["decode_limit"], 2),
                       "ray_vs_plain_loop": round(best_ray / results["plain_loop"], 2),

@@ -192,7 +192,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         scaler.load_state_dict(state["scaler"])
         start_epoch, best = state["epoch"] + 1, resumed_best_score(state)
         if rank == 0:
-            print(f"resuming {run_dir.name} at epoch {start_epoch} from checkpoint of epoch {state['epoch']}", flush=True)
+            print(f"resuming {run_dir.name} at epoch {start_epoch} from checkpoint of epoch {state['epoch']}",
+                  flush=True)
 
     train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
     video_labels = torch.tensor(loop_config["val_video_labels"], dtype=torch.long)
