@@ -1,7 +1,8 @@
 """`test`: loading a run's model, averaging clips per video, and Ray Data scoring of the tiny prepared set.
 
-The end-to-end test scores with a model whose logits are a fixed function of the clip, and checks the written
-video top-1 / top-5, clip accuracy and mean class accuracy against a computation written here with numpy.
+The end-to-end test scores with a model whose logits are a fixed function of the clip's pixels, and checks the
+written video top-1 / top-5, clip accuracy, mean class accuracy and each video's top-5 probabilities against a
+computation written here with numpy.
 """
 
 from __future__ import annotations
@@ -126,24 +127,28 @@ def test_test_files_hold_top5_per_class_counts_and_the_confusion(tmp_path):
 
 
 def _controlled_model(num_classes: int) -> nn.Module:
-    """Logits = a fixed linear map of the per-frame mean colour of the clip: a known function of each clip."""
+    """Logits = a fixed linear map of the mean colour of each quarter of each frame: a known function of each
+    clip that a misplaced crop, a flip or a wrong frame changes."""
 
-    class MeanColourModel(nn.Module):  # defined here so that Ray pickles it by value for its actors
+    class QuarterColourModel(nn.Module):  # defined here so that Ray pickles it by value for its actors
         def __init__(self) -> None:
             super().__init__()
-            self.linear = nn.Linear(3 * FRAMES, num_classes)
+            self.linear = nn.Linear(3 * FRAMES * 4, num_classes)
             torch.manual_seed(1)
             nn.init.normal_(self.linear.weight, std=0.5)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:  # x: (N, 3, T, H, W)
-            features = x.mean(dim=(3, 4)).flatten(1) / 50  # (N, 3 * T)
+            features = nn.functional.adaptive_avg_pool3d(x, (FRAMES, 2, 2)).flatten(1) / 50  # (N, 3 * T * 4)
             return self.linear(features)  # (N, classes)
 
-    return MeanColourModel().eval()
+    return QuarterColourModel().eval()
 
 
-def _expected_metrics(path: str, model: nn.Module, num_classes: int) -> tuple[dict[str, float], dict[str, list[int]]]:
-    """Video top-1 / top-5, clip accuracy and mean class accuracy computed directly from every test clip."""
+def _expected_metrics(
+    path: str, model: nn.Module, num_classes: int,
+) -> tuple[dict[str, float], dict[str, list[int]], dict[str, np.ndarray]]:
+    """Video top-1 / top-5, clip accuracy and mean class accuracy computed directly from every test clip, with
+    each video's windows and mean probabilities."""
     rows = clip_dataset(path, split=1, subset="test", mode="test", sample_duration=FRAMES, sample_size=SIZE).take_all()
     clips = torch.from_numpy(np.stack([row["clip"] for row in rows]))
     with torch.no_grad():
@@ -155,9 +160,9 @@ def _expected_metrics(path: str, model: nn.Module, num_classes: int) -> tuple[di
     per_video: dict[str, list[int]] = {}
     for i, row in enumerate(rows):
         per_video.setdefault(ids[int(row["video_index"])], []).append(i)
-    top1, top5, truth = [], [], []
-    for members in per_video.values():
-        mean = probs[members].mean(axis=0)
+    top1, top5, truth, video_probs = [], [], [], {}
+    for vid, members in per_video.items():
+        mean = video_probs[vid] = probs[members].mean(axis=0)
         label = labels[members[0]]
         ranked = list(np.argsort(-mean))
         top1.append(ranked[0] == label)
@@ -169,7 +174,7 @@ def _expected_metrics(path: str, model: nn.Module, num_classes: int) -> tuple[di
     return {
         "videos": len(per_video), "clips": len(rows), "top1_acc": top1.mean(), "top5_acc": np.mean(top5),
         "clip_acc": np.mean(probs.argmax(axis=1) == labels), "mean_class_acc": np.mean(class_accs),
-    }, windows
+    }, windows, video_probs
 
 
 @pytest.mark.parametrize("decode_on", ["decoders", "worker"])  # worker: the scorers decode the JPEGs themselves
@@ -185,7 +190,7 @@ def test_test_command_scores_every_window_with_ray_data(tiny_dataset, ray_sessio
 
     assert main(["test", "--run", str(run_dir), "--workers", "2"]) == 0
     summary = json.loads((run_dir / "test" / "summary.json").read_text())
-    expected, windows = _expected_metrics(str(tiny_dataset.parquet), model, len(labels))
+    expected, windows, video_probs = _expected_metrics(str(tiny_dataset.parquet), model, len(labels))
     assert 0 < expected["clip_acc"] < 1  # the controlled model is right on some clips only: a real check
     for key, value in expected.items():
         assert summary[key] == pytest.approx(value, abs=1e-6), key
@@ -194,6 +199,9 @@ def test_test_command_scores_every_window_with_ray_data(tiny_dataset, ray_sessio
 
     predictions = [json.loads(line) for line in (run_dir / "test" / "predictions.jsonl").read_text().splitlines()]
     assert {p["video_id"]: p["windows"] for p in predictions} == windows
+    for p in predictions:  # the very scores: every pixel of every window counts
+        top5 = [t["label"] for t in p["top5"]]
+        np.testing.assert_allclose([t["prob"] for t in p["top5"]], video_probs[p["video_id"]][top5], atol=2e-6)
     first = predictions[0]
     assert len(first["top5"]) == min(5, len(labels)) and first["label_name"] == labels[first["label"]]
     assert [t["prob"] for t in first["top5"]] == sorted((t["prob"] for t in first["top5"]), reverse=True)
