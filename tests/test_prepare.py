@@ -128,7 +128,7 @@ def test_interrupted_run_leaves_nothing_under_the_final_name(tiny_dataset, tmp_p
     calls.clear()
     monkeypatch.setattr(prepare_module, "encode_video", interrupt_after_20)
     with pytest.raises(KeyboardInterrupt):
-        prepare_dataset(out=tmp_path / "old.parquet", **kwargs)
+        prepare_dataset(out=tmp_path / "old.parquet", overwrite=True, **kwargs)
     assert sorted(p.read_bytes() for p in (tmp_path / "old.parquet").iterdir()) == before
     assert [p.name for p in tmp_path.iterdir()] == ["old.parquet"]
 
@@ -163,7 +163,37 @@ def test_bad_inputs_are_one_clear_error(tiny_dataset, tmp_path):
         prepare_dataset(frames=tiny_dataset.frames_root, min_frames=17, **base)
     with pytest.raises(VidfuseError, match="nowhere"):
         prepare_dataset(frames=tmp_path / "nowhere", **base)
+    with pytest.raises(VidfuseError, match="--workers -1 must be at least 1"):
+        prepare_dataset(frames=tiny_dataset.frames_root, **{**base, "workers": -1})
+    with pytest.raises(VidfuseError, match=r"classInd\.txt is a file: ucf101 takes the folder"):
+        prepare_dataset(frames=tiny_dataset.frames_root, **{**base, "splits": tiny_dataset.splits_dir / "classInd.txt"})
+    with pytest.raises(VidfuseError, match="frames root is not a folder"):
+        prepare_dataset(frames=tiny_dataset.splits_dir / "classInd.txt", **base)
+    with pytest.raises(VidfuseError, match="folder takes no --splits"):
+        prepare_dataset(frames=tiny_dataset.frames_root, **{**base, "dataset": "folder"})
     assert not (tmp_path / "x.parquet").exists()
+
+
+def test_out_never_replaces_what_is_there_unasked(tiny_dataset, tmp_path):
+    kwargs = dict(dataset="ucf101", splits=tiny_dataset.splits_dir, frames=tiny_dataset.frames_root, short_side=32,
+                  workers=1, progress=False)
+    (tmp_path / "notes.txt").write_text("mine")
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "folder" / "keep.txt").write_text("mine")
+    for taken in (tmp_path / "notes.txt", tmp_path / "folder"):
+        for overwrite in (False, True):  # not a data set: never replaced
+            with pytest.raises(VidfuseError, match="exists and is not a vidfuse data set"):
+                prepare_dataset(out=taken, overwrite=overwrite, **kwargs)
+    assert (tmp_path / "notes.txt").read_text() == (tmp_path / "folder" / "keep.txt").read_text() == "mine"
+
+    prepare_dataset(out=tmp_path / "data.parquet", **kwargs)
+    meta = read_meta(tmp_path / "data.parquet")
+    with pytest.raises(VidfuseError, match="already holds a data set: pass --overwrite"):
+        prepare_dataset(out=tmp_path / "data.parquet", **{**kwargs, "seed": 1})
+    assert read_meta(tmp_path / "data.parquet") == meta
+    prepare_dataset(out=tmp_path / "data.parquet", overwrite=True, **{**kwargs, "seed": 1})
+    assert read_meta(tmp_path / "data.parquet")["options"]["seed"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data.parquet", "folder", "notes.txt"]
 
 
 def test_cli_prepare(tiny_dataset, tmp_path, capsys):
@@ -171,7 +201,10 @@ def test_cli_prepare(tiny_dataset, tmp_path, capsys):
     args = ["prepare", "--dataset", "ucf101", "--frames", str(tiny_dataset.frames_root), "--out", str(out),
             "--short-side", "32", "--workers", "1"]
     assert main([*args, "--splits", str(tiny_dataset.splits_dir)]) == 0
-    assert "wrote 24 videos" in capsys.readouterr().out and len(_rows(out)) == 24
+    printed = capsys.readouterr().out
+    assert "wrote 24 videos" in printed and len(_rows(out)) == 24 and "warning" not in printed
+    assert main([*args, "--splits", str(tiny_dataset.splits_dir), "--overwrite", "--val-fraction", "0"]) == 0
+    assert "warning: split1 has no val videos" in capsys.readouterr().out
     assert main([*args, "--splits", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing" in err[0]

@@ -27,13 +27,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--test-fraction", type=float, default=0.3,
                         help="folder data set only: share of each class used as test (default 0.3)")
     parser.add_argument("--seed", type=int, default=0, help="seeds the val carve-out and row order (default 0)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a data set already at --out")
 
 
 def run(args: argparse.Namespace) -> int:
     summary = prepare_dataset(
         dataset=args.dataset, splits=args.splits, out=args.out, frames=args.frames, videos=args.videos,
         short_side=args.short_side, workers=args.workers, min_frames=args.min_frames, strict=args.strict,
-        val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed,
+        val_fraction=args.val_fraction, test_fraction=args.test_fraction, seed=args.seed, overwrite=args.overwrite,
     )
     print(summary.report())
     return 0

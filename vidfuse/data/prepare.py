@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vidfuse.data.splits import SplitSet, folder_splits, read_splits
+from vidfuse.data.splits import SUBSETS, SplitSet, folder_splits, read_splits
 from vidfuse.data.transforms import resize_short_side
 from vidfuse.data.video import VIDEO_EXTENSIONS, iter_frames
 from vidfuse.errors import VidfuseError
@@ -73,6 +73,8 @@ class PrepareSummary:
         lines = [f"wrote {self.written} videos to {self.out}"]
         for split, tally in self.counts.items():
             lines.append(f"  {split}: " + ", ".join(f"{name} {n}" for name, n in tally.items()))
+            if empty := [subset for subset in SUBSETS if not tally.get(subset)]:
+                lines.append(f"  warning: {split} has no {' or '.join(empty)} videos, which `train` / `test` need")
         if self.skipped:
             lines.append(f"skipped {len(self.skipped)} listed videos:")
             by_kind = Counter(reason_kind(reason) for _, reason in self.skipped)
@@ -97,8 +99,10 @@ def reason_kind(reason: str) -> str:
 
 def scan_root(root: Path, kind: str) -> dict[tuple[str, str], Path]:
     """`(class folder, video id) -> path` for every video file (`kind` videos) or frame folder under `root`."""
-    if not root.is_dir():
+    if not root.exists():
         raise VidfuseError(f"{kind} root not found: {root}")
+    if not root.is_dir():
+        raise VidfuseError(f"{kind} root is not a folder: {root}")
     found = {}
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for entry in class_dir.iterdir():
@@ -214,6 +218,17 @@ def _encoded_stream(jobs: list[tuple[str, str, int]], workers: int):
         yield from pool.imap(_encode_job, jobs, chunksize=2)
 
 
+def _check_out(out: Path, overwrite: bool) -> None:
+    """Raise unless `out` is free, or holds a data set and `overwrite` allows replacing it: checked before any
+    work, so that a mistyped --out never costs an hour of encoding, nor the data already there."""
+    if not out.exists():
+        return
+    if not (out / META_NAME).is_file():
+        raise VidfuseError(f"--out {out} exists and is not a vidfuse data set (no {META_NAME}): choose another path")
+    if not overwrite:
+        raise VidfuseError(f"--out {out} already holds a data set: pass --overwrite to replace it")
+
+
 def _replace_atomically(tmp: Path, out: Path) -> None:
     """Rename the finished `tmp` folder to `out`, replacing an older data set there."""
     old = out.with_name(f".{out.name}.old-{os.getpid()}")
@@ -241,10 +256,12 @@ def prepare_dataset(
     test_fraction: float = 0.3,
     seed: int = 0,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> PrepareSummary:
     """Write the Parquet data set `out` (a folder of shards + _meta.json) for the videos the split files list.
 
-    `test_fraction` is used by the `folder` data set only (which has no split files).
+    `test_fraction` is used by the `folder` data set only (which has no split files). An existing data set at
+    `out` is replaced only with `overwrite`, and anything else there never is (see `_check_out`).
     """
     if dataset not in DATASETS:
         raise VidfuseError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
@@ -252,6 +269,10 @@ def prepare_dataset(
         raise VidfuseError("give exactly one of --frames (frame folders) or --videos (video files)")
     if short_side < 1 or min_frames < 1:
         raise VidfuseError(f"--short-side ({short_side}) and --min-frames ({min_frames}) must be at least 1")
+    if workers is not None and workers < 1:
+        raise VidfuseError(f"--workers {workers} must be at least 1")
+    if dataset == "folder" and splits is not None:
+        raise VidfuseError(f"--dataset folder takes no --splits ({splits}): it splits the folders it finds")
     kind, root = ("frames", Path(frames)) if frames is not None else ("videos", Path(videos))
     on_disk = scan_root(root, kind)
     if dataset == "folder":
@@ -266,10 +287,14 @@ def prepare_dataset(
         raise VidfuseError(f"{skipped[0][0]}: {skipped[0][1]} under {root} (--strict; {len(skipped)} such videos)")
 
     out = Path(out)
+    _check_out(out, overwrite)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     if tmp.exists():
         shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    try:
+        tmp.mkdir(parents=True)
+    except OSError as exc:
+        raise VidfuseError(f"cannot write {out}: {exc.strerror}") from None
     try:
         written, counts, encode_skips = _write_rows(
             split_set, located, tmp, short_side=short_side, min_frames=min_frames, strict=strict,

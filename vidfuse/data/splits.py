@@ -83,6 +83,8 @@ def read_splits(dataset: str, splits: Path | None, *, val_fraction: float, seed:
     splits = Path(splits)
     if not splits.exists():
         raise VidfuseError(f"split files not found: {splits}")
+    if dataset != "kinetics" and not splits.is_dir():
+        raise VidfuseError(f"--splits {splits} is a file: {dataset} takes the folder that holds its split files")
     return readers[dataset](splits, val_fraction=val_fraction, seed=seed)
 
 
