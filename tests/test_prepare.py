@@ -78,8 +78,8 @@ def test_hmdb51_clips_with_the_real_splits(shared_data, tmp_path):
         assert rows[clip.stem]["n_frames"] == _pyav_frame_count(clip)
         assert rows[clip.stem]["height"] == 128 and rows[clip.stem]["label_name"] == "wave"
         for split in (1, 2, 3):
-            line = next(l for l in (shared_data / "splits" / "hmdb51" / f"wave_test_split{split}.txt")
-                        .read_text().splitlines() if l.startswith(clip.name))
+            line = next(text for text in (shared_data / "splits" / "hmdb51" / f"wave_test_split{split}.txt")
+                        .read_text().splitlines() if text.startswith(clip.name))
             expected = {"0": {"unused"}, "1": {"train", "val"}, "2": {"test"}}[line.split()[1]]
             assert rows[clip.stem][f"split{split}"] in expected
     # the torchvision copy of the cartwheel clip carries a prefix the official name lacks

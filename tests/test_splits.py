@@ -27,7 +27,7 @@ def hmdb51(shared_data):
 def test_ucf101_counts_labels_and_quirks(ucf101, shared_data):
     assert len(ucf101.labels) == 101
     assert ucf101.labels[0] == "ApplyEyeMakeup" and ucf101.labels[36] == "HandstandPushups"
-    assert ucf101.labels[-1] == "YoYo" and not any(l.endswith("\r") for l in ucf101.labels)
+    assert ucf101.labels[-1] == "YoYo" and not any(name.endswith("\r") for name in ucf101.labels)
     assert len(ucf101.videos) == 13320
     for split, (train, test) in UCF101_COUNTS.items():
         tally = ucf101.counts()[f"split{split}"]

@@ -8,7 +8,15 @@ import torch
 from PIL import Image
 
 from vidfuse.data.transforms import (
-    CENTRE_CROP, POSITIONS, SCALES, Augment, Crop, crop_clip, random_crop, resize_short_side, to_model_input,
+    CENTRE_CROP,
+    POSITIONS,
+    SCALES,
+    Augment,
+    Crop,
+    crop_clip,
+    random_crop,
+    resize_short_side,
+    to_model_input,
 )
 from vidfuse.errors import VidfuseError
 

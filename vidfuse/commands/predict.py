@@ -11,8 +11,8 @@ import json
 import sys
 
 from vidfuse.engine.evaluate import load_run_model
-from vidfuse.predict import predict_inputs
 from vidfuse.files import write_text
+from vidfuse.predict import predict_inputs
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,9 +12,14 @@ from pathlib import Path
 
 from vidfuse.engine import rundir
 from vidfuse.report import (
-    COMPARISON_COLUMNS, compare_to_baseline, comparison_sentences, markdown_table, results_table, write_tables,
+    COMPARISON_COLUMNS,
+    compare_to_baseline,
+    comparison_sentences,
+    markdown_table,
+    results_table,
+    testdir,
+    write_tables,
 )
-from vidfuse.report import testdir
 from vidfuse.report.plots import curves_figure, save_figure
 from vidfuse.report.runs import find_run_dirs
 

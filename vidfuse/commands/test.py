@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from vidfuse.engine.ray_runtime import ensure_ray
 from vidfuse.engine.evaluate import load_run_model, score_test_set
+from vidfuse.engine.ray_runtime import ensure_ray
 from vidfuse.report.testdir import write_test_results
 
 

@@ -42,7 +42,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle / zip errors: not a checkpoint at all
-        raise VidfuseError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+        raise VidfuseError(f"{path}: not a readable checkpoint ({reason})") from None
 
 
 def resolve_checkpoint(run_dir: str | os.PathLike, which: str = "best") -> Path:

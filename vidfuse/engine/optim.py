@@ -47,14 +47,16 @@ def cosine_with_warmup(epoch: int, *, epochs: int, warmup_epochs: int, min_ratio
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: OptimConfig, *, epochs: int):
     """The per-epoch schedule; `plateau` must be stepped with the val loss, the others without argument."""
     if cfg.scheduler == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=cfg.gamma, patience=cfg.patience)
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(optimizer, mode="min", factor=cfg.gamma,
+                                                          patience=cfg.patience)
     if cfg.scheduler == "multistep":
         return torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=list(cfg.milestones), gamma=cfg.gamma)
     if cfg.scheduler == "cosine":
         min_ratio = cfg.min_lr / cfg.lr
         return torch.optim.lr_scheduler.LambdaLR(
             optimizer,
-            lambda epoch: cosine_with_warmup(epoch, epochs=epochs, warmup_epochs=cfg.warmup_epochs, min_ratio=min_ratio),
+            lambda epoch: cosine_with_warmup(epoch, epochs=epochs, warmup_epochs=cfg.warmup_epochs,
+                                             min_ratio=min_ratio),
         )
     return torch.optim.lr_scheduler.ConstantLR(optimizer, factor=1.0, total_iters=0)
 

@@ -76,7 +76,8 @@ def run_search(space: SearchSpace, experiment: str | os.PathLike, *, samples: in
     if resume and not tune.Tuner.can_restore(experiment):
         raise VidfuseError(f"nothing to resume: {experiment} holds no Tune search")
     if not resume and experiment.exists():
-        raise VidfuseError(f"search folder {experiment} already exists: pass --resume to continue it, or another --name")
+        raise VidfuseError(f"search folder {experiment} already exists: pass --resume to continue it, "
+                           "or another --name")
     if samples < 1:
         raise VidfuseError(f"--samples={samples} must be at least 1")
     ensure_ray(space)
