@@ -38,11 +38,13 @@ def make_run(
     val_accs: tuple[float, ...] = (0.4, 0.6, 0.5),
     correct: list[bool] | None = None,
     videos: list[str] = VIDEOS,
+    overrides: tuple[str, ...] = (),
+    tested: dict[str, object] | None = None,
 ) -> Path:
     """A run folder as training and `test` leave it; `correct` (per video) adds test results."""
     config = config_lib.load(overrides=[
         f"run.name={name}", f"run.storage={root}", f"data.split={split}", f"optim.lr={lr}",
-        "model.arch=resnet", "model.depth=10", "model.fusion=hbp", "data.sample_duration=8",
+        "model.arch=resnet", "model.depth=10", "model.fusion=hbp", "data.sample_duration=8", *overrides,
     ])
     run_dir = root / name
     run_dir.mkdir(parents=True)
@@ -58,7 +60,7 @@ def make_run(
         accuracy = sum(correct) / len(correct)
         rundir.write_json(run_dir / "test" / "summary.json", {
             "top1_acc": accuracy, "top1_error": 1 - accuracy, "top5_acc": 1.0, "top5_error": 0.0,
-            "videos": len(correct), "split": split,
+            "videos": len(correct), "split": split, **(tested or {}),
         })
         lines = [json.dumps({"video_id": v, "label": 0, "correct": ok}) for v, ok in zip(videos, correct)]
         (run_dir / "test" / "predictions.jsonl").write_text("\n".join(lines) + "\n")
@@ -92,6 +94,18 @@ def test_rows_hold_the_runs_numbers_sorted_by_test_error(tmp_path):
     assert untested_cells["run"] == "untested"
     assert untested_cells["test top-1 err %"] == "" and untested_cells["test top-5 err %"] == ""
     assert untested_cells["val video acc %"] == "90.00"
+
+
+def test_notes_flag_val_on_the_test_list_and_tests_of_another_checkpoint(tmp_path):
+    plain = make_run(tmp_path, "plain", correct=correctness(40),
+                     tested={"checkpoint": str(tmp_path / "plain" / "best.pt"), "clips_per_video": "all"})
+    old = make_run(tmp_path, "old", overrides=("data.val_from_test=true",), correct=correctness(30),
+                   tested={"checkpoint": str(tmp_path / "old" / "last.pt"), "clips_per_video": 10})
+    rows = {r["run"]: r for r in results_table([plain, old])}
+    assert rows["plain"]["notes"] == ""
+    assert rows["old"]["notes"] == "val on the test list; tested last.pt; tested 10 clips/video"
+    assert "| notes |" in markdown_table(list(rows.values())).splitlines()[0]
+    assert "notes" not in markdown_table([rows["plain"]]).splitlines()[0]  # an empty column is left out
 
 
 def test_runs_differing_only_in_split_get_a_mean_and_std_row(tmp_path):

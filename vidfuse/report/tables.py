@@ -68,6 +68,7 @@ RESULT_COLUMNS = (
     Column("gflops", "GFLOPs/clip", significant),
     Column("clips_per_s", "train clips/s", fixed(1)),
     Column("config", "config", optional=True),
+    Column("notes", "notes", optional=True),
 )
 # Shown as columns already, or naming the run rather than what it trained: never listed under `config`.
 _NOT_CONFIG = {
@@ -80,6 +81,19 @@ _AVERAGED = ("epochs", "best_epoch", "val_video_acc", "test_top1_error", "test_t
 def _flat_config(run: RunRecord) -> dict[str, Any]:
     return {f"{section}.{key}": value for section, values in run.config.to_dict().items()
             for key, value in values.items()}
+
+
+def _notes(run: RunRecord) -> str:
+    """What makes a row's numbers not what they would normally mean: validation on the test list, or test
+    results of another checkpoint than best.pt or of fewer windows than all."""
+    notes = ["val on the test list"] if run.config.data.val_from_test else []
+    if run.test:
+        checkpoint = Path(run.test.get("checkpoint", "best.pt")).name
+        if checkpoint != "best.pt":
+            notes.append(f"tested {checkpoint}")
+        if run.test.get("clips_per_video", "all") != "all":
+            notes.append(f"tested {run.test['clips_per_video']} clips/video")
+    return "; ".join(notes)
 
 
 def run_row(run: RunRecord) -> dict[str, Any]:
@@ -103,6 +117,7 @@ def run_row(run: RunRecord) -> dict[str, Any]:
         "gflops": run.meta.get("gflops"),
         "clips_per_s": statistics.median(speeds) if speeds else None,
         "config": "",
+        "notes": _notes(run),
         "path": str(run.path),
     }
 
@@ -116,7 +131,8 @@ def _config_differences(flats: Sequence[dict[str, Any]]) -> list[str]:
 def _split_mean_row(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     """One row over runs that differ only in split: mean ± std of each measured column (empty unless all have it)."""
     merged = dict(rows[0], run="mean ± std: " + ", ".join(r["run"] for r in rows),
-                  split=",".join(str(r["split"]) for r in rows), path="")
+                  split=",".join(str(r["split"]) for r in rows), path="",
+                  notes="; ".join(dict.fromkeys(note for r in rows for note in r["notes"].split("; ") if note)))
     for key in _AVERAGED:
         values = [r[key] for r in rows]
         merged[key] = None if None in values else MeanStd(*mean_std(values), n=len(values))
