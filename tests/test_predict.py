@@ -9,8 +9,8 @@ import av
 import numpy as np
 import pytest
 import torch
-
 from test_evaluate import FRAMES, SIZE, make_model_run
+
 from vidfuse.cli import main
 from vidfuse.data.pipeline import eval_clips
 from vidfuse.data.transforms import to_model_input
@@ -74,6 +74,24 @@ def test_an_input_that_does_not_decode_is_named_and_the_others_still_predicted(t
     written = json.loads(out.read_text())["predictions"]
     assert written[0]["input"] == str(broken) and "error" in written[0]
     assert len(written[1]["top5"]) == 5
+
+
+def test_a_folder_without_frames_is_named(tmp_path, capsys):
+    run_dir, _ = make_model_run(tmp_path, LABELS)
+    (tmp_path / "empty").mkdir()
+    assert main(["predict", "--run", str(run_dir), str(tmp_path / "empty")]) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"vidfuse: error: {tmp_path / 'empty'}: no frames (give a video file, or a folder of "
+                   "image_00001.jpg ...)", "vidfuse: 1 of 1 inputs could not be read"]
+
+
+def test_an_unforeseen_os_error_is_one_line_naming_the_file(monkeypatch, capsys):
+    def fail(args):
+        raise NotADirectoryError(20, "Not a directory", "runs/afile.txt/run")
+
+    monkeypatch.setattr("vidfuse.commands.report.run", fail)
+    assert main(["report", "runs/x"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == ["vidfuse: error: runs/afile.txt/run: Not a directory"]
 
 
 def test_predict_on_a_frame_folder(tmp_path, clips):

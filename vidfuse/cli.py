@@ -2,7 +2,8 @@
 
 Each subcommand lives in `vidfuse/commands/<name>.py`, which defines `add_arguments(parser)` and
 `run(args) -> int`. Only the chosen subcommand's module is imported, so `--help` stays fast. Bad input raises
-`VidfuseError`; it is printed here as one line (`vidfuse: error: ...`) with exit status 2.
+`VidfuseError`; it is printed here as one line (`vidfuse: error: ...`) with exit status 2, as is an `OSError`
+(with its file name) that no check foresaw.
 """
 
 from __future__ import annotations
@@ -59,3 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `launch.py models | head`: the reader left, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # as the Python docs advise on SIGPIPE
         return 0
+    except OSError as exc:  # a path the checks did not foresee (not a folder, no permission, disk full): one line
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"vidfuse: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 2

@@ -63,6 +63,8 @@ def predict_video(
     device = device or torch.device("cpu")
     data = config.data
     frames = read_frames(Path(path))
+    if not frames:
+        raise VidfuseError(f"{path}: no frames (give a video file, or a folder of image_00001.jpg ...)")
     clips, _ = eval_clips(frames, sample_duration=data.sample_duration, sample_size=data.sample_size,
                           short_side=short_side, sample_stride=data.sample_stride)  # (n, T, H, W, C) uint8
     clips_t = torch.from_numpy(clips)
