@@ -100,6 +100,8 @@ def test_base_config_and_overrides_come_before_the_file(tmp_path):
     ("optim.lr: 0.1", "expected one distribution like {choice: [a, b]}"),
     ("run.epochs: {choice: [1, 2]}", "run.epochs is set by the search itself"),
     ("model.depth: {choice: [10, 18]}", "model.depth is both searched and fixed"),
+    ("model.arch: {choice: [resnet, resnext]}", "unknown depth 10 for resnext; valid: 101"),
+    ("model.fusion_layers: {choice: [[layer4], [layer5]]}", "fusion_layers ['layer5'] must be a non-empty subset"),
 ])
 def test_bad_search_entries_name_the_file_and_key(tmp_path, search, message):
     path = _write(tmp_path, f"config: {{model: {{depth: 10}}}}\nsearch:\n  {search}\nasha: {{max_t: 2}}\n")
@@ -121,7 +123,9 @@ def test_bad_search_entries_name_the_file_and_key(tmp_path, search, message):
     ("config: {run: {epochs: 5}}\nsearch: {optim.lr: {choice: [0.1]}}\nasha: {max_t: 3}\n",
      "run.epochs is set by the search itself"),
     ("config: {optim: {lr: -1}}\nsearch: {model.fusion: {choice: [gap]}}\nasha: {max_t: 3}\n",
-     "config: optim.lr=-1.0 must be positive"),
+     "config: optim.lr=-1.0 must be above 0"),
+    ("config: {model: {depth: 11}}\nsearch: {optim.lr: {choice: [0.1]}}\nasha: {max_t: 3}\n",
+     "config: unknown depth 11 for resnet"),
     ("search: [optim.lr]\n", "'search' must map config keys"),
     ("- a\n- b\n", "a search space must be a mapping"),
     ("search: {optim.lr: {choice: [0.1]\n", "not valid YAML"),

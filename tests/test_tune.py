@@ -201,10 +201,8 @@ def test_interrupted_search_resumes_and_finishes(ray_session, tiny_dataset, tmp_
     assert config_lib.load(experiment / "best.yaml").run.name == "resumable-best"
 
 
-def test_resume_without_a_search_and_an_existing_search_are_clear_errors(tmp_path, capsys):
-    data = tmp_path / "data.parquet"
-    data.touch()  # only checked for existence before these errors
-    argv = ["tune", "--space", str(SMOKE), "--data", str(data), "--storage", str(tmp_path)]
+def test_resume_without_a_search_and_an_existing_search_are_clear_errors(tiny_dataset, tmp_path, capsys):
+    argv = ["tune", "--space", str(SMOKE), "--data", str(tiny_dataset.parquet), "--storage", str(tmp_path)]
     assert main(argv + ["--resume"]) == 2
     assert f"nothing to resume: {tmp_path / 'smoke'} holds no Tune search" in capsys.readouterr().err
     (tmp_path / "smoke").mkdir()
@@ -212,6 +210,13 @@ def test_resume_without_a_search_and_an_existing_search_are_clear_errors(tmp_pat
     assert "already exists: pass --resume" in capsys.readouterr().err
 
 
-def test_missing_data_set_is_one_line(tmp_path, capsys):
-    code = main(["tune", "--space", str(SMOKE), "--data", str(tmp_path / "none.parquet"), "--storage", str(tmp_path)])
-    assert code == 2 and capsys.readouterr().err.strip() == f"vidfuse: error: data set not found: {tmp_path / 'none.parquet'}"
+def test_missing_or_unusable_data_set_is_one_line_before_any_trial(tmp_path, capsys):
+    none = tmp_path / "none.parquet"
+    code = main(["tune", "--space", str(SMOKE), "--data", str(none), "--storage", str(tmp_path)])
+    assert code == 2 and capsys.readouterr().err.strip() == f"vidfuse: error: data set not found: {none}"
+    text = tmp_path / "text.pt"
+    text.write_text("not a data set")
+    code = main(["tune", "--space", str(SMOKE), "--data", str(text), "--storage", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and str(text) in err[0]
+    assert not (tmp_path / "smoke").exists()  # no search started

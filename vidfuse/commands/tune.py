@@ -43,10 +43,12 @@ def _base_config(args: argparse.Namespace) -> config_lib.Config:
 
 
 def run(args: argparse.Namespace) -> int:
+    from vidfuse.engine.driver import check_data
     from vidfuse.tuning import results, search
     from vidfuse.tuning.space import load_space
 
     space = load_space(args.space, base=_base_config(args), overrides=args.overrides)
+    check_data(space.base)  # as `train` does: a data set or split that cannot train fails before any trial
     if space.base.model.pretrain_path:
         pretrained = Path(space.base.model.pretrain_path)
         if not pretrained.is_file():

@@ -88,7 +88,8 @@ def load_space(path: str | os.PathLike, base: config_lib.Config | None = None,
         raise VidfuseError(f"{path}: unknown top-level key {unknown[0]!r}; valid: {', '.join(TOP_LEVEL)}")
     search_raw = raw.get("search")
     if not isinstance(search_raw, dict) or not search_raw:
-        raise VidfuseError(f"{path}: 'search' must map config keys to distributions, e.g. optim.lr: {{loguniform: [1e-4, 1e-1]}}")
+        raise VidfuseError(f"{path}: 'search' must map config keys to distributions, "
+                           "e.g. optim.lr: {loguniform: [1e-4, 1e-1]}")
     asha = _parse_asha(path, raw.get("asha"))
     max_concurrent = raw.get("max_concurrent_trials", 1)
     if isinstance(max_concurrent, bool) or not isinstance(max_concurrent, int) or max_concurrent < 1:
@@ -110,6 +111,10 @@ def load_space(path: str | os.PathLike, base: config_lib.Config | None = None,
         raise VidfuseError(f"{path}: config: {exc}") from None
     config_lib.apply_overrides(config, overrides)
     config.run.epochs = asha.max_t
+    try:
+        _check_model(config)
+    except VidfuseError as exc:
+        raise VidfuseError(f"{path}: config: {exc}") from None
 
     search = {}
     for key, spec in search_raw.items():
@@ -169,9 +174,23 @@ def _parse_distribution(path: Path, config: config_lib.Config, key: str, spec: A
         try:
             config_lib.set_value(trial, key, value)
             config_lib.validate(trial)
+            _check_model(trial)
         except VidfuseError as exc:
             raise VidfuseError(f"{where}: {exc}") from None
     return kind, args
+
+
+def _check_model(config: config_lib.Config) -> None:
+    """Build the trial's model on the meta device (no memory, no compute), so that a depth, head or block the
+    model builder rejects fails when the space is read. The class count comes from the data later: any will do."""
+    import torch
+
+    from vidfuse.models import model_from_config
+
+    model = copy.copy(config.model)
+    model.num_classes = model.num_classes or 1
+    with torch.device("meta"):
+        model_from_config(model, config.data)
 
 
 def _check_range(where: str, config: config_lib.Config, key: str, kind: str, args: list[Any]) -> None:
