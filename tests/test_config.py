@@ -39,6 +39,17 @@ def test_unknown_key_lists_the_valid_keys_of_its_section():
     ("data.min_crop_scale=0.2", "data.min_crop_scale=0.2"),
     ("data.hflip=maybe", "data.hflip"),
     ("run.storage=s3://bucket/runs", "run.storage=s3://bucket/runs"),
+    ("optim.weight_decay=-0.1", "optim.weight_decay=-0.1 must be at least 0"),
+    ("optim.momentum=-1", "optim.momentum=-1.0 must be between 0 and 0.999"),
+    ("optim.momentum=1", "optim.momentum=1.0 must be between 0 and 0.999"),
+    ("run.gpus_per_worker=-1", "run.gpus_per_worker=-1.0 must be at least 0"),
+    ("run.cpus_per_worker=0", "run.cpus_per_worker=0.0 must be above 0"),
+    ("run.keep_checkpoints=0", "run.keep_checkpoints=0 must be at least 1"),
+    ("data.decode_workers=0", "data.decode_workers=0 must be at least 1"),
+    ("run.max_failures=-2", "run.max_failures=-2 must be at least -1"),
+    ("run.name=", "run.name='' must name one folder"),
+    ("run.name=../../escaped", "run.name='../../escaped' must name one folder"),
+    ("run.name=..", "run.name='..' must name one folder"),
 ])
 def test_bad_values_are_named(override, fragment):
     with pytest.raises(VidfuseError, match=None) as err:

@@ -84,7 +84,7 @@ class RunConfig:
     precision: str = "bf16"  # autocast on GPU: bf16, fp16 (with a GradScaler) or fp32; CPU always trains in fp32
     checkpoint_every: int = 1  # keep a checkpoint every n epochs (and always the best)
     keep_checkpoints: int = 2  # periodic checkpoints kept besides the best
-    max_failures: int = 1  # worker restarts from the last checkpoint before giving up
+    max_failures: int = 1  # worker restarts from the last checkpoint before giving up; -1: no limit
     use_subclusters: bool = False  # cluster.yaml: train on nodes labelled ray-subcluster=training, decode on =data
     seed: int = 0  # seeds model init, clip sampling and crops
 
@@ -224,8 +224,38 @@ def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...]) -> C
     return config
 
 
+# Numeric ranges: key -> (lowest valid value, whether that value itself is valid, highest valid value or None).
+RANGES = {
+    **{key: (1, True, None) for key in (
+        "run.epochs", "run.batch_size", "run.workers", "run.checkpoint_every", "run.keep_checkpoints",
+        "data.sample_duration", "data.sample_size", "data.sample_stride", "data.n_val_clips", "data.decode_workers")},
+    **{key: (0, True, None) for key in (
+        "model.num_classes", "model.fusion_dim", "data.shuffle_buffer", "optim.weight_decay", "optim.patience",
+        "optim.warmup_epochs", "optim.min_lr", "optim.grad_clip", "run.gpus_per_worker")},
+    **{key: (0, False, None) for key in ("optim.lr", "optim.gamma", "run.cpus_per_worker")},
+    "model.ft_begin_index": (0, True, 5),
+    "run.max_failures": (-1, True, None),  # -1: restart without limit, as Ray's FailureConfig
+    "optim.momentum": (0, True, 0.999),
+}
+
+
+def _check_range(dotted: str, value: float) -> None:
+    low, low_valid, high = RANGES[dotted]
+    if low <= value <= (high if high is not None else value) and (low_valid or value != low):
+        return
+    if high is not None:
+        raise VidfuseError(f"{dotted}={value} must be between {low} and {high}")
+    raise VidfuseError(f"{dotted}={value} must be " + (f"at least {low}" if low_valid else f"above {low}"))
+
+
+def _check_run_name(name: str) -> None:
+    """A run name is one folder under run.storage: not empty, no path separator, not . or .."""
+    if name in ("", ".", "..") or "/" in name or os.sep in name:
+        raise VidfuseError(f"run.name={name!r} must name one folder under run.storage (no '/', not empty)")
+
+
 def validate(config: Config) -> None:
-    """Cross-field and choice checks; raises `VidfuseError` with the offending key and value."""
+    """Cross-field, range and choice checks; raises `VidfuseError` with the offending key and value."""
     for dotted, allowed in CHOICES.items():
         section, key = dotted.split(".")
         value = getattr(getattr(config, section), key)
@@ -233,34 +263,45 @@ def validate(config: Config) -> None:
             raise VidfuseError(f"{dotted}={value!r} is not one of: {', '.join(allowed)}")
     if config.data.split not in (1, 2, 3):
         raise VidfuseError(f"data.split={config.data.split} must be 1, 2 or 3")
-    if not 0 <= config.model.ft_begin_index <= 5:
-        raise VidfuseError(f"model.ft_begin_index={config.model.ft_begin_index} must be between 0 and 5")
-    for dotted, value in (
-        ("run.epochs", config.run.epochs),
-        ("run.batch_size", config.run.batch_size),
-        ("run.workers", config.run.workers),
-        ("data.sample_duration", config.data.sample_duration),
-        ("data.sample_size", config.data.sample_size),
-        ("data.sample_stride", config.data.sample_stride),
-        ("data.n_val_clips", config.data.n_val_clips),
-        ("run.checkpoint_every", config.run.checkpoint_every),
-    ):
-        if value < 1:
-            raise VidfuseError(f"{dotted}={value} must be at least 1")
+    for dotted in RANGES:
+        section, key = dotted.split(".")
+        _check_range(dotted, getattr(getattr(config, section), key))
+    _check_run_name(config.run.name)
     from vidfuse.data.transforms import Augment  # torchvision: imported only when a config is checked
 
     try:
         Augment(min_crop_scale=config.data.min_crop_scale)
     except VidfuseError as error:
         raise VidfuseError(f"data.{error}") from None
-    if config.model.num_classes < 0:
-        raise VidfuseError(f"model.num_classes={config.model.num_classes} must be 0 (from the data) or positive")
     if "://" in config.run.storage:
         raise VidfuseError(f"run.storage={config.run.storage}: a URI is not supported, as the run folder (config.yaml, "
                            "metrics.jsonl, best.pt, last.pt) is written with file APIs; use a shared file system "
                            "path mounted on every node (NFS)")
-    if config.optim.lr <= 0:
-        raise VidfuseError(f"optim.lr={config.optim.lr} must be positive")
+
+
+# What `--resume` may change: where the run lives and how it executes, not what it trains (the checkpoint's
+# model, optimizer and schedule must still fit, and its epochs must stay comparable).
+RESUMABLE_KEYS = (
+    "run.name", "run.storage", "data.path", "data.decode_workers", "data.decode_on", "run.epochs", "run.workers",
+    "run.gpus_per_worker", "run.cpus_per_worker", "run.precision", "run.checkpoint_every", "run.keep_checkpoints",
+    "run.max_failures", "run.use_subclusters",
+)
+
+
+def resume_config(saved: Config, overrides: list[str] | tuple[str, ...], *, source: str | os.PathLike) -> Config:
+    """The config of a run to resume: `saved` (read from `source`) with `overrides` applied. Raises before
+    anything is written when an override changes a key outside `RESUMABLE_KEYS`."""
+    resumed = apply_overrides(from_dict(saved.to_dict()), overrides)
+    before, after = _flat(saved), _flat(resumed)
+    for key in after:
+        if after[key] != before[key] and key not in RESUMABLE_KEYS:
+            raise VidfuseError(f"--resume cannot change {key} ({before[key]!r} in {source}, {after[key]!r} asked): "
+                               "that changes what the run trains; start a new run with another --name")
+    return resumed
+
+
+def _flat(config: Config) -> dict[str, Any]:
+    return {f"{section}.{key}": value for section, keys_ in config.to_dict().items() for key, value in keys_.items()}
 
 
 def save(config: Config, path: str | os.PathLike) -> None:

@@ -70,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_lib.load(args.config, overrides)
     run_dir = rundir.run_dir_of(config)
     if resume and (run_dir / rundir.CONFIG).exists():
-        config = config_lib.apply_overrides(rundir.read_config(run_dir), overrides)
+        config = config_lib.resume_config(rundir.read_config(run_dir), overrides, source=run_dir / rundir.CONFIG)
     from vidfuse.engine.driver import train  # Ray and torch load only once the config is valid
 
     run_dir = train(config, resume=resume)
