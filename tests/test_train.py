@@ -23,7 +23,7 @@ from vidfuse.data.pipeline import eval_clips, video_table
 from vidfuse.data.transforms import to_model_input
 from vidfuse.engine import rundir
 from vidfuse.engine.checkpoint import load_checkpoint
-from vidfuse.engine.driver import FAULT_ENV, train
+from vidfuse.engine.driver import FAULT_ENV, failure_reason, train
 from vidfuse.engine.train_loop import resumed_best_score
 from vidfuse.errors import VidfuseError
 from vidfuse.models import build_model, model_from_config
@@ -167,6 +167,19 @@ def test_dead_worker_is_restarted_from_the_last_checkpoint(ray_session, tiny_dat
     assert records[-1]["val_video_acc"] == pytest.approx(_val_video_accuracy(run_dir, cfg), abs=1e-9)
 
 
+def test_resume_refuses_to_change_what_the_run_trains(straight_run, capsys):
+    saved = (straight_run / rundir.CONFIG).read_bytes()
+    code = main(["train", "--storage", str(straight_run.parent), "--name", straight_run.name, "--resume",
+                 "--epochs", "6", "--set", "model.depth=18"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "--resume cannot change model.depth (10 in" in err[0] and "18 asked" in err[0]
+    assert (straight_run / rundir.CONFIG).read_bytes() == saved  # the run folder is untouched
+    resumed = config_lib.resume_config(rundir.read_config(straight_run), ["run.epochs=6", "data.decode_workers=2"],
+                                       source="config.yaml")
+    assert (resumed.run.epochs, resumed.data.decode_workers) == (6, 2)  # how it runs may change
+
+
 def test_existing_run_is_not_overwritten(straight_run, tiny_dataset, capsys):
     code = main(["train", "--data", str(tiny_dataset.parquet), "--storage", str(straight_run.parent),
                  "--name", straight_run.name])
@@ -177,6 +190,7 @@ def test_existing_run_is_not_overwritten(straight_run, tiny_dataset, capsys):
     (["--data", "/nonexistent/data.parquet"], "/nonexistent/data.parquet"),
     (["--split", "4"], "data.split=4"),
     (["--set", "model.shortcut=B", "--set", "model.pretrain_path={ckpt}"], "{ckpt}"),
+    (["--set", "run.batch_size=32"], "split 1 has 8 train videos, not one full batch for each of run.workers=2"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, fragment, tiny_dataset, tmp_path, capsys):
     source = build_model(arch="resnet", depth=10, shortcut="A", num_classes=400)
@@ -185,8 +199,30 @@ def test_bad_input_is_one_line_and_exit_2(args, fragment, tiny_dataset, tmp_path
                 "state_dict": {f"module.{k}": v for k, v in source.backbone.state_dict().items()}}, ckpt)
     args = [a.format(ckpt=ckpt) for a in args]
     base = ["train", "--data", str(tiny_dataset.parquet), "--storage", str(tmp_path), "--name", "bad",
-            "--set", "model.depth=10", "--set", "data.sample_size=32", "--set", "data.sample_duration=8"]
+            "--set", "model.depth=10", "--set", "data.sample_size=32", "--set", "data.sample_duration=8",
+            "--set", "run.batch_size=8"]
     assert main(base + args) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and fragment.format(ckpt=ckpt) in err[0]
     assert not (tmp_path / "bad" / rundir.CONFIG).exists()
+
+
+def test_gpus_the_local_ray_lacks_fail_before_the_run_folder(ray_session, tiny_dataset, tmp_path, capsys):
+    """Ray would wait forever to place workers on GPUs that a local machine does not have."""
+    code = main(["train", "--data", str(tiny_dataset.parquet), "--storage", str(tmp_path), "--name", "gpu",
+                 "--workers", "2", "--gpus-per-worker", "1", "--set", "run.batch_size=8"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert "run.workers=2 x run.gpus_per_worker=1 needs 2 GPUs but the local Ray has 0" in err[0]
+    assert not (tmp_path / "gpu").exists()
+
+
+def test_a_failed_run_names_the_workers_own_error():
+    from ray.exceptions import RayTaskError
+    from ray.train import ControllerError, WorkerGroupError
+
+    inner = ValueError("Expected more than 1 value per channel when training\nsecond line")
+    wrapped = RayTaskError("train_fn", "Traceback (most recent call last): ...", inner)
+    error = WorkerGroupError("rank 1 failed\nTraceback ...", {1: wrapped, 3: RuntimeError("later")})
+    assert failure_reason(error) == "worker 1: ValueError: Expected more than 1 value per channel when training"
+    assert failure_reason(ControllerError(TimeoutError("no placement"))) == "TimeoutError: no placement"

@@ -23,7 +23,7 @@ from vidfuse.data.prepare import read_meta
 from vidfuse.data.transforms import Augment
 from vidfuse.engine import rundir
 from vidfuse.engine.ray_runtime import ensure_ray
-from vidfuse.engine.train_loop import train_loop_per_worker
+from vidfuse.engine.train_loop import steps_per_epoch, train_loop_per_worker
 from vidfuse.errors import VidfuseError
 from vidfuse.models import count_gflops, count_parameters, load_pretrained, model_from_config
 
@@ -49,7 +49,7 @@ class ValSplitDataConfig(ray.train.DataConfig):
         return output
 
 
-def _check_data(config: config_lib.Config) -> dict[str, Any]:
+def check_data(config: config_lib.Config) -> dict[str, Any]:
     """Read the data set's meta data and the videos of the split; clear errors for what is missing."""
     path = Path(config.data.path)
     if not config.data.path:
@@ -62,6 +62,10 @@ def _check_data(config: config_lib.Config) -> dict[str, Any]:
     # video_table raises one clear line for a split the data set lacks or an empty subset
     train_videos = video_table(path, split=config.data.split, subset="train")
     val_videos = video_table(path, split=config.data.split, subset=val_subset)
+    if steps_per_epoch(len(train_videos), config.run.batch_size, config.run.workers) == 0:
+        raise VidfuseError(f"{path}: split {config.data.split} has {len(train_videos)} train videos, not one full "
+                           f"batch for each of run.workers={config.run.workers} (run.batch_size="
+                           f"{config.run.batch_size}): lower run.batch_size")
     if config.model.num_classes == 0:
         config.model.num_classes = len(labels)
     elif config.model.num_classes != len(labels):
@@ -89,6 +93,35 @@ def _describe_model(config: config_lib.Config) -> dict[str, Any]:
     }
 
 
+def _check_local_resources(config: config_lib.Config) -> None:
+    """On a local Ray (no RAY_ADDRESS), the CPUs and GPUs it sees are all there will be: asking for more would
+    wait forever for the workers to be placed. (A cluster may add nodes on demand, so it is not checked.)"""
+    if os.environ.get("RAY_ADDRESS"):
+        return
+    have = ray.cluster_resources()
+    for resource, key in (("GPU", "run.gpus_per_worker"), ("CPU", "run.cpus_per_worker")):
+        need = config.run.workers * getattr(config.run, key.split(".")[1])
+        if need > have.get(resource, 0):
+            raise VidfuseError(
+                f"run.workers={config.run.workers} x {key}={getattr(config.run, key.split('.')[1]):g} needs "
+                f"{need:g} {resource}s but the local Ray has {have.get(resource, 0):g}: ask for fewer, or submit to "
+                "a cluster (ray job submit, see docs/cluster.md)")
+
+
+def failure_reason(error: Exception) -> str:
+    """One line for a failed `trainer.fit()`: the first worker's (or the controller's) own error, not Ray's
+    multi-line wrapper around it."""
+    failures = getattr(error, "worker_failures", None) or {}
+    if failures:
+        rank, cause = min(failures.items())
+        where = f"worker {rank}: "
+    else:
+        cause, where = getattr(error, "controller_failure", None) or error, ""
+    cause = getattr(cause, "cause", None) or cause  # a RayTaskError wraps the worker's own exception
+    lines = str(cause).strip().splitlines()
+    return f"{where}{type(cause).__name__}" + (f": {lines[0]}" if lines else "")
+
+
 def _fault_from_env() -> dict[str, Any] | None:
     text = os.environ.get(FAULT_ENV)
     if not text:
@@ -104,12 +137,15 @@ def build_trainer(config: config_lib.Config, *, callbacks: Sequence[Any] = (), r
     trainer continues from the run's latest checkpoint when there is one (Train V2 resumes a run by name).
     """
     run_dir = rundir.run_dir_of(config)
-    if (run_dir / rundir.CONFIG).exists() and not resume:
+    if (run_dir / rundir.METRICS).exists() and not resume:
         raise VidfuseError(f"run folder {run_dir} already exists: pass --resume to continue it, or another --name")
     config.data.path = str(Path(config.data.path).resolve()) if config.data.path else ""
     config.model.pretrain_path = str(Path(config.model.pretrain_path).resolve()) if config.model.pretrain_path else ""
-    data = _check_data(config)
+    data = check_data(config)
     model_info = _describe_model(config)
+    ensure_ray(config.run.workers * config.run.cpus_per_worker)  # after the checks: bad input starts no Ray
+    _check_local_resources(config)
+    # a run folder without metrics never finished an epoch (it failed at the start): it holds nothing to keep
     run_dir.mkdir(parents=True, exist_ok=True)
     config_lib.save(config, run_dir / rundir.CONFIG)
     rundir.write_json(run_dir / rundir.META, {
@@ -119,8 +155,10 @@ def build_trainer(config: config_lib.Config, *, callbacks: Sequence[Any] = (), r
     if config.data.val_from_test:
         print("warning: validating on the official TEST list (data.val_from_test): choosing epochs or "
               "hyperparameters on it is selection on the test set, and its accuracy is no longer an honest estimate")
+    if config.model.ft_begin_index > 0 and not config.model.pretrain_path:
+        print(f"warning: model.ft_begin_index={config.model.ft_begin_index} freezes the first blocks of a randomly "
+              "initialised backbone (no model.pretrain_path)")
 
-    ensure_ray(config.run.workers * config.run.cpus_per_worker)  # after the checks: bad input starts no Ray
     use_gpu = config.run.gpus_per_worker > 0
     resources = {"CPU": config.run.cpus_per_worker}
     if use_gpu:
@@ -181,6 +219,6 @@ def train(config: config_lib.Config, *, resume: bool = False) -> Path:
     try:
         trainer.fit()
     except ray.train.TrainingFailedError as exc:
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise VidfuseError(f"training run {run_dir} failed: {reason} (continue it with --resume)") from None
+        hint = "continue it with --resume" if (run_dir / "last.pt").exists() else "no epoch finished"
+        raise VidfuseError(f"training run {run_dir} failed: {failure_reason(exc)} ({hint})") from None
     return run_dir

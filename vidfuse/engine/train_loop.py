@@ -10,7 +10,6 @@ continues from `ray.train.get_checkpoint()`.
 
 from __future__ import annotations
 
-import math
 import os
 import tempfile
 import time
@@ -154,6 +153,18 @@ def _state(model, optimizer, scheduler, scaler, *, epoch: int, cfg: config_lib.C
     }
 
 
+def worker_batch_size(batch_size: int, world: int) -> int:
+    """Clips per step on each of `world` workers for a `batch_size` across all of them."""
+    return max(1, batch_size // world)
+
+
+def steps_per_epoch(num_videos: int, batch_size: int, world: int) -> int:
+    """Training steps per epoch: only full batches (one clip per train video per epoch). A last, partial batch
+    is dropped, as PySlowFast's training loader does: a batch of one clip breaks BatchNorm on a 1 x 1 x 1 grid
+    and gives its few clips a whole step's weight. Which clips are left out changes every epoch (shuffled)."""
+    return num_videos // world // worker_batch_size(batch_size, world)
+
+
 def resumed_best_score(state: dict[str, Any]) -> float:
     """The best `rundir.val_score` a run resumed from checkpoint `state` must beat to replace `best.pt`.
     Checkpoints written before val_score kept the best val video accuracy alone: the same bar, without the
@@ -197,16 +208,16 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     train_shard, val_shard = ray.train.get_dataset_shard("train"), ray.train.get_dataset_shard("val")
     video_labels = torch.tensor(loop_config["val_video_labels"], dtype=torch.long)
-    per_worker_batch = max(1, cfg.run.batch_size // world)
+    per_worker_batch = worker_batch_size(cfg.run.batch_size, world)
     collate = clip_collate(cfg.data.decode_on, size=cfg.data.sample_size, device=device)  # None: Ray Data decodes
-    total_batches = math.ceil(loop_config["num_train_videos"] / (per_worker_batch * world))
+    total_batches = steps_per_epoch(loop_config["num_train_videos"], cfg.run.batch_size, world)
 
     for epoch in range(start_epoch, cfg.run.epochs + 1):
         lr = current_lr(optimizer)
         started = time.perf_counter()
         train_batches = train_shard.iter_torch_batches(
             batch_size=per_worker_batch, local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,
-            prefetch_batches=2, collate_fn=collate,
+            prefetch_batches=2, collate_fn=collate, drop_last=True,  # see steps_per_epoch
         )
         train_stats = train_one_epoch(model, optimizer, scaler, train_batches, cfg=cfg, device=device, epoch=epoch,
                                       total_batches=total_batches, rank=rank)
