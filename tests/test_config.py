@@ -68,6 +68,16 @@ def test_preset_then_override_and_yaml_round_trip(tmp_path):
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_preset_errors_name_the_file_and_the_line(tmp_path):
+    preset = tmp_path / "preset.yaml"
+    preset.write_text("model:\n  depth: 18\n  fusoin: hbp\n")
+    with pytest.raises(VidfuseError, match=rf"^{preset}: unknown config key 'model.fusoin'"):
+        config_lib.load(preset)
+    preset.write_text("model:\n  depth: 18\n optim: {lr: 0.1}\n")
+    with pytest.raises(VidfuseError, match=rf"^{preset}: not valid YAML at line 3, column 2 \("):
+        config_lib.load(preset)
+
+
 def test_every_preset_in_configs_loads():
     from pathlib import Path
 
@@ -100,6 +110,18 @@ def test_cli_prints_one_line_for_a_bad_key(capsys):
     assert main(["train", "--set", "model.nope=1", "--data", "x"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "model.nope" in err[0]
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["train", "--split", "one"], "launch.py train: error: argument --split: invalid int value: 'one'"),
+    (["prepare", "--dataset", "ucf101"], "launch.py prepare: error: the following arguments are required: "),
+    (["trian"], "launch.py: error: argument SUBCOMMAND: invalid choice: 'trian'"),
+])
+def test_argument_errors_are_one_line(argv, fragment, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1 and err[0].startswith(fragment) and "--help)" in err[0]
 
 
 def test_keys_cover_every_section():

@@ -222,6 +222,21 @@ def test_test_command_rejects_a_bad_clip_count(capsys):
     assert exit_info.value.code == 2 and "--clips must be 'all' or a positive integer" in capsys.readouterr().err
 
 
+def test_test_command_rejects_a_data_set_with_other_classes(tiny_dataset, tmp_path, capsys):
+    """The run's data path may now hold another data set (prepared again with --overwrite, or another one)."""
+    labels = list(tiny_dataset.labels)
+    swapped = [labels[1], labels[0], *labels[2:]]
+    run_dir, _ = make_model_run(tmp_path, swapped, data_path=str(tiny_dataset.parquet))
+    assert main(["test", "--run", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{tiny_dataset.parquet} does not hold the classes the run was trained on" in err[0]
+    assert f"class 0 is {labels[0]!r} there, {labels[1]!r} in the run" in err[0]
+    assert not (run_dir / "test").exists()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["test", "--run", str(run_dir), "--workers", "0"])
+    assert exit_info.value.code == 2 and "must be a positive integer, got '0'" in capsys.readouterr().err
+
+
 def test_test_command_with_n_clips_scores_n_evenly_spaced_windows(tiny_dataset, ray_session, tmp_path):
     run_dir, _ = make_model_run(tmp_path, list(tiny_dataset.labels), data_path=str(tiny_dataset.parquet))
     assert main(["test", "--run", str(run_dir), "--clips", "3", "--workers", "1"]) == 0

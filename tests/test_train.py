@@ -191,6 +191,7 @@ def test_existing_run_is_not_overwritten(straight_run, tiny_dataset, capsys):
     (["--split", "4"], "data.split=4"),
     (["--set", "model.shortcut=B", "--set", "model.pretrain_path={ckpt}"], "{ckpt}"),
     (["--set", "run.batch_size=32"], "split 1 has 8 train videos, not one full batch for each of run.workers=2"),
+    (["--set", "model.pretrain_path=/nowhere/r.pth"], "pretrained checkpoint not found: /nowhere/r.pth (model.pretrain"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, fragment, tiny_dataset, tmp_path, capsys):
     source = build_model(arch="resnet", depth=10, shortcut="A", num_classes=400)

@@ -27,8 +27,15 @@ COMMANDS = {
 }
 
 
+class OneLineErrorParser(argparse.ArgumentParser):
+    """argparse, except that a bad argument is one line (argparse's default prints the usage block first)."""
+
+    def error(self, message: str) -> None:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def _top_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = OneLineErrorParser(
         prog="launch.py",
         description="vidfuse: video action recognition with bilinear fusion heads on Ray.",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -46,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     name, rest = argv[0], argv[1:]
     module = importlib.import_module(f"vidfuse.commands.{name}")
-    parser = argparse.ArgumentParser(prog=f"launch.py {name}", description=COMMANDS[name])
+    parser = OneLineErrorParser(prog=f"launch.py {name}", description=COMMANDS[name])
     module.add_arguments(parser)
     args = parser.parse_args(rest)
     try:

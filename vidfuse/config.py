@@ -200,13 +200,24 @@ def load(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str
         path = Path(path)
         if not path.is_file():
             raise VidfuseError(f"config file not found: {path}")
+        raw = read_yaml(path) or {}
         try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as exc:
-            raise VidfuseError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
-        config = from_dict(raw, config)
+            config = from_dict(raw, config)
+        except VidfuseError as exc:
+            raise VidfuseError(f"{path}: {exc}") from None
     apply_overrides(config, overrides)
     return config
+
+
+def read_yaml(path: Path) -> Any:
+    """The YAML document at `path`; a syntax error is one line with its line and column."""
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise VidfuseError(f"{path}: not valid YAML{where} ({problem})") from None
 
 
 def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...]) -> Config:

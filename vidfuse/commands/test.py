@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from vidfuse.engine.evaluate import load_run_model, score_test_set
+from vidfuse.engine.evaluate import check_same_classes, load_run_model, score_test_set
 from vidfuse.engine.ray_runtime import ensure_ray
 from vidfuse.report.testdir import write_test_results
 
@@ -23,6 +23,12 @@ def clips_per_video(text: str) -> int | None:
     return int(text)
 
 
+def positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return int(text)
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run", required=True, metavar="RUN_DIR", help="trained run folder")
     parser.add_argument("--checkpoint", default="best", metavar="best|last|PATH",
@@ -30,12 +36,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "ties: lower val loss)")
     parser.add_argument("--clips", type=clips_per_video, default=None, metavar="all|N",
                         help="windows per video: all non-overlapping ones (default) or N evenly spaced")
-    parser.add_argument("--workers", type=int, default=None, metavar="N",
+    parser.add_argument("--workers", type=positive_int, default=None, metavar="N",
                         help="most scorer actors (default: one per GPU, or the CPUs left after decoding)")
 
 
 def run(args: argparse.Namespace) -> int:
     model, config, labels, checkpoint = load_run_model(args.run, args.checkpoint)
+    check_same_classes(config.data.path, labels)
     ensure_ray(config.run.workers * config.run.cpus_per_worker)  # room for scorers beside the decoders
     scores = score_test_set(model, config, clips=args.clips, workers=args.workers)
     details = {"checkpoint": str(checkpoint), "data": config.data.path, "split": config.data.split,

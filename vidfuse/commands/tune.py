@@ -43,17 +43,13 @@ def _base_config(args: argparse.Namespace) -> config_lib.Config:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vidfuse.engine.driver import check_data
+    from vidfuse.engine.driver import check_data, resolve_pretrained
     from vidfuse.tuning import results, search
     from vidfuse.tuning.space import load_space
 
     space = load_space(args.space, base=_base_config(args), overrides=args.overrides)
     check_data(space.base)  # as `train` does: a data set or split that cannot train fails before any trial
-    if space.base.model.pretrain_path:
-        pretrained = Path(space.base.model.pretrain_path)
-        if not pretrained.is_file():
-            raise VidfuseError(f"pretrained checkpoint not found: {pretrained} (model.pretrain_path)")
-        space.base.model.pretrain_path = str(pretrained.resolve())
+    resolve_pretrained(space.base)
     experiment = Path(space.base.run.storage) / (args.name or Path(args.space).stem)
 
     outcomes = search.run_search(space, experiment, samples=args.samples, resume=args.resume)

@@ -81,9 +81,20 @@ def check_data(config: config_lib.Config) -> dict[str, Any]:
     }
 
 
+def resolve_pretrained(config: config_lib.Config) -> None:
+    """Make `model.pretrain_path` absolute (the workers run elsewhere), raising if the file is missing."""
+    if not config.model.pretrain_path:
+        return
+    path = Path(config.model.pretrain_path)
+    if not path.is_file():
+        raise VidfuseError(f"pretrained checkpoint not found: {path} (model.pretrain_path: download it, see "
+                           "README, or --set model.pretrain_path= to train from scratch)")
+    config.model.pretrain_path = str(path.resolve())
+
+
 def _describe_model(config: config_lib.Config) -> dict[str, Any]:
     """Parameters and GFLOPs per clip (on the meta device: no compute); a bad pretrained file fails here."""
-    if config.model.pretrain_path:  # a missing file is load_checkpoint's "checkpoint not found: PATH"
+    if config.model.pretrain_path:
         load_pretrained(model_from_config(config.model, config.data), config.model.pretrain_path)
     with torch.device("meta"):
         model = model_from_config(config.model, config.data)
@@ -140,7 +151,7 @@ def build_trainer(config: config_lib.Config, *, callbacks: Sequence[Any] = (), r
     if (run_dir / rundir.METRICS).exists() and not resume:
         raise VidfuseError(f"run folder {run_dir} already exists: pass --resume to continue it, or another --name")
     config.data.path = str(Path(config.data.path).resolve()) if config.data.path else ""
-    config.model.pretrain_path = str(Path(config.model.pretrain_path).resolve()) if config.model.pretrain_path else ""
+    resolve_pretrained(config)
     data = check_data(config)
     model_info = _describe_model(config)
     ensure_ray(config.run.workers * config.run.cpus_per_worker)  # after the checks: bad input starts no Ray

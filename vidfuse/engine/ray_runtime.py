@@ -6,8 +6,10 @@ pipeline left without a free CPU hangs). A local Ray names its dashboard to all 
 (`RAY_API_SERVER_ADDRESS`): Ray Train's placement-group cleaner otherwise finds the State API by scanning the
 machine, which fails as soon as a second Ray runs there, and the CPUs of every stopped trial stay reserved.
 
-Either way, the job's workers get `pipeline.DECODER_ENV_VARS` (a job-level runtime env, which Ray merges with
-the one `ray job submit` was given).
+Either way, the job's workers get `JOB_ENV_VARS` (a job-level runtime env, which Ray merges with the one `ray job
+submit` was given): `pipeline.DECODER_ENV_VARS`, and Ray Train's print patch switched off. That patch sends each
+`print` of a Train worker to Train's logger and, as Ray wraps a worker's stdout, to stdout as well: every
+progress line reached the driver twice. Without it a worker's prints reach the driver once, like any task's.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import ray.data
 from vidfuse.data.pipeline import DECODER_ENV_VARS
 
 DATA_CPUS = 2  # logical CPUs kept free for Ray Data's Parquet reads and decoders
+JOB_ENV_VARS = {**DECODER_ENV_VARS, "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
 
 
 def _free_port() -> int:
@@ -35,7 +38,7 @@ def start_local_ray(num_cpus: int, **init_kwargs: Any) -> None:
     """`ray.init` a local Ray of `num_cpus` logical CPUs whose processes all know its dashboard address."""
     port = _free_port()
     ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_port=port,
-             runtime_env={"env_vars": {**DECODER_ENV_VARS, "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
+             runtime_env={"env_vars": {**JOB_ENV_VARS, "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
              **init_kwargs)
 
 
@@ -50,6 +53,6 @@ def ensure_ray(training_cpus: float) -> None:
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(runtime_env={"env_vars": DECODER_ENV_VARS})
+        ray.init(runtime_env={"env_vars": JOB_ENV_VARS})
         return
     start_local_ray(max(os.cpu_count() or 1, math.ceil(training_cpus + DATA_CPUS)))

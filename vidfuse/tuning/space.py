@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from ray import tune
 
 from vidfuse import config as config_lib
@@ -127,10 +126,7 @@ def load_space(path: str | os.PathLike, base: config_lib.Config | None = None,
 def _read_mapping(path: Path) -> dict[str, Any]:
     if not path.is_file():
         raise VidfuseError(f"search space file not found: {path}")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise VidfuseError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    raw = config_lib.read_yaml(path)
     if not isinstance(raw, dict):
         raise VidfuseError(f"{path}: a search space must be a mapping with keys {', '.join(TOP_LEVEL)}")
     return raw
