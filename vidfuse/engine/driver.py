@@ -144,8 +144,9 @@ def _fault_from_env() -> dict[str, Any] | None:
 def build_trainer(config: config_lib.Config, *, callbacks: Sequence[Any] = (), resume: bool = False) -> TorchTrainer:
     """Check the inputs, write `config.yaml` / `meta.json` into the run folder and return the trainer.
 
-    With `resume=False` an existing run folder is an error (nothing is overwritten); with `resume=True` the
-    trainer continues from the run's latest checkpoint when there is one (Train V2 resumes a run by name).
+    With `resume=False` an existing run is an error (nothing is overwritten); a folder left by a run that never
+    finished an epoch (no metrics: it failed at the start) holds nothing to keep and is reused. With `resume=True`
+    the trainer continues from the run's latest checkpoint when there is one (Train V2 resumes a run by name).
     """
     run_dir = rundir.run_dir_of(config)
     if (run_dir / rundir.METRICS).exists() and not resume:
@@ -156,7 +157,6 @@ def build_trainer(config: config_lib.Config, *, callbacks: Sequence[Any] = (), r
     model_info = _describe_model(config)
     ensure_ray(config.run.workers * config.run.cpus_per_worker)  # after the checks: bad input starts no Ray
     _check_local_resources(config)
-    # a run folder without metrics never finished an epoch (it failed at the start): it holds nothing to keep
     run_dir.mkdir(parents=True, exist_ok=True)
     config_lib.save(config, run_dir / rundir.CONFIG)
     rundir.write_json(run_dir / rundir.META, {
