@@ -85,6 +85,14 @@ def test_a_folder_without_frames_is_named(tmp_path, capsys):
                    "image_00001.jpg ...)", "vidfuse: 1 of 1 inputs could not be read"]
 
 
+def test_a_json_path_that_cannot_be_written_is_named(tmp_path, clips, capsys):
+    run_dir, _ = make_model_run(tmp_path, LABELS)
+    (tmp_path / "adir").mkdir()
+    assert main(["predict", "--run", str(run_dir), str(clips["pitch"]), "--json", str(tmp_path / "adir")]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"vidfuse: error: {tmp_path / 'adir'}: Is a directory"]
+    assert list((tmp_path / "adir").iterdir()) == [] and not list(tmp_path.glob(".adir*"))  # no temporary left
+
+
 def test_an_unforeseen_os_error_is_one_line_naming_the_file(monkeypatch, capsys):
     def fail(args):
         raise NotADirectoryError(20, "Not a directory", "runs/afile.txt/run")

@@ -195,6 +195,15 @@ def test_out_never_replaces_what_is_there_unasked(tiny_dataset, tmp_path):
     assert read_meta(tmp_path / "data.parquet")["options"]["seed"] == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data.parquet", "folder", "notes.txt"]
 
+    (tmp_path / "data.parquet" / "NOTES.txt").write_text("mine")  # a file of the user's inside the data set
+    (tmp_path / "link.parquet").symlink_to(tmp_path / "data.parquet")
+    with pytest.raises(VidfuseError, match="holds NOTES.txt, which prepare did not write"):
+        prepare_dataset(out=tmp_path / "data.parquet", overwrite=True, **kwargs)
+    with pytest.raises(VidfuseError, match="link.parquet is a symbolic link"):
+        prepare_dataset(out=tmp_path / "link.parquet", overwrite=True, **kwargs)
+    assert (tmp_path / "data.parquet" / "NOTES.txt").read_text() == "mine"
+    assert read_meta(tmp_path / "data.parquet")["options"]["seed"] == 1
+
 
 def test_cli_prepare(tiny_dataset, tmp_path, capsys):
     out = tmp_path / "cli.parquet"

@@ -101,10 +101,13 @@ def test_notes_flag_val_on_the_test_list_and_tests_of_another_checkpoint(tmp_pat
                      tested={"checkpoint": str(tmp_path / "plain" / "best.pt"), "clips_per_video": "all"})
     old = make_run(tmp_path, "old", overrides=("data.val_from_test=true",), correct=correctness(30),
                    tested={"checkpoint": str(tmp_path / "old" / "last.pt"), "clips_per_video": 10})
-    rows = {r["run"]: r for r in results_table([plain, old])}
+    borrowed = make_run(tmp_path, "borrowed", correct=correctness(35),
+                        tested={"checkpoint": str(tmp_path / "old" / "best.pt"), "clips_per_video": "all"})
+    rows = {r["run"]: r for r in results_table([plain, old, borrowed])}
     assert rows["plain"]["notes"] == ""
     assert rows["old"]["notes"] == "val on the test list; tested last.pt; tested 10 clips/video"
-    assert "| notes |" in markdown_table(list(rows.values())).splitlines()[0]
+    assert rows["borrowed"]["notes"] == f"tested {tmp_path / 'old' / 'best.pt'} (another run's)"
+    assert markdown_table(list(rows.values())).splitlines()[0].endswith("| notes |")
     assert "notes" not in markdown_table([rows["plain"]]).splitlines()[0]  # an empty column is left out
 
 
@@ -135,6 +138,9 @@ def test_a_folder_that_is_no_run_is_a_clear_error(tmp_path, capsys):
         results_table([tmp_path / "empty"])
     with pytest.raises(VidfuseError, match="not found"):
         results_table([tmp_path / "missing"])
+    (tmp_path / "afile.txt").write_text("x")
+    with pytest.raises(VidfuseError, match="afile.txt is a file, not a run folder"):
+        results_table([tmp_path / "afile.txt"])
     assert main(["report", str(tmp_path / "empty"), "--out", str(tmp_path / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(tmp_path / "empty") in err[0]

@@ -126,6 +126,7 @@ def test_bad_search_entries_name_the_file_and_key(tmp_path, search, message):
      "config: optim.lr=-1.0 must be above 0"),
     ("config: {model: {depth: 11}}\nsearch: {optim.lr: {choice: [0.1]}}\nasha: {max_t: 3}\n",
      "config: unknown depth 11 for resnet"),
+    ("search: {model.depth: {randint: [10, 18]}}\nasha: {max_t: 3}\n", "search model.depth: unknown depth 11"),
     ("search: [optim.lr]\n", "'search' must map config keys"),
     ("- a\n- b\n", "a search space must be a mapping"),
     ("search: {optim.lr: {choice: [0.1]\n", "not valid YAML"),

@@ -10,6 +10,7 @@ import copy
 import io
 import json
 import math
+import shutil
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -180,10 +181,31 @@ def test_resume_refuses_to_change_what_the_run_trains(straight_run, capsys):
     assert (resumed.run.epochs, resumed.data.decode_workers) == (6, 2)  # how it runs may change
 
 
-def test_existing_run_is_not_overwritten(straight_run, tiny_dataset, capsys):
+def test_existing_run_is_not_overwritten(straight_run, tiny_dataset, tmp_path, capsys):
     code = main(["train", "--data", str(tiny_dataset.parquet), "--storage", str(straight_run.parent),
                  "--name", straight_run.name])
     assert code == 2 and "--resume" in capsys.readouterr().err
+    (tmp_path / "mine").mkdir()  # any folder that is not a run left at its start (e.g. a Tune experiment)
+    (tmp_path / "mine" / "notes.txt").write_text("mine")
+    code = main(["train", "--data", str(tiny_dataset.parquet), "--storage", str(tmp_path), "--name", "mine",
+                 "--set", "run.batch_size=8"])
+    assert code == 2 and "run folder" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+
+
+def test_resume_refuses_a_data_set_with_other_classes(straight_run, tiny_dataset, tmp_path, capsys):
+    """The checkpoint's classifier rows are the run's classes: other data would train on the wrong labels."""
+    other = tmp_path / "other.parquet"
+    shutil.copytree(tiny_dataset.parquet, other)
+    meta = json.loads((other / "_meta.json").read_text())
+    meta["labels"] = meta["labels"][::-1]
+    (other / "_meta.json").write_text(json.dumps(meta))
+    saved = (straight_run / rundir.CONFIG).read_bytes()
+    code = main(["train", "--storage", str(straight_run.parent), "--name", straight_run.name, "--resume",
+                 "--epochs", "6", "--data", str(other)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and f"{other} does not hold the classes the run was trained on" in err[0]
+    assert (straight_run / rundir.CONFIG).read_bytes() == saved
 
 
 @pytest.mark.parametrize("args, fragment", [
@@ -191,7 +213,8 @@ def test_existing_run_is_not_overwritten(straight_run, tiny_dataset, capsys):
     (["--split", "4"], "data.split=4"),
     (["--set", "model.shortcut=B", "--set", "model.pretrain_path={ckpt}"], "{ckpt}"),
     (["--set", "run.batch_size=32"], "split 1 has 8 train videos, not one full batch for each of run.workers=2"),
-    (["--set", "model.pretrain_path=/nowhere/r.pth"], "pretrained checkpoint not found: /nowhere/r.pth (model.pretrain"),
+    (["--set", "model.pretrain_path=/nowhere/r.pth"], "checkpoint not found: /nowhere/r.pth (model.pretrain_path"),
+    (["--set", "run.batch_size=3"], "run.batch_size=3 gives each of run.workers=2 fewer than 2 clips per step"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, fragment, tiny_dataset, tmp_path, capsys):
     source = build_model(arch="resnet", depth=10, shortcut="A", num_classes=400)
@@ -227,3 +250,11 @@ def test_a_failed_run_names_the_workers_own_error():
     error = WorkerGroupError("rank 1 failed\nTraceback ...", {1: wrapped, 3: RuntimeError("later")})
     assert failure_reason(error) == "worker 1: ValueError: Expected more than 1 value per channel when training"
     assert failure_reason(ControllerError(TimeoutError("no placement"))) == "TimeoutError: no placement"
+    try:  # Ray Data raises its UserCodeException from the error of the code it ran
+        try:
+            raise ValueError("expected non-negative integer")
+        except ValueError as cause:
+            raise RuntimeError("UDF failed to process a data block.") from cause
+    except RuntimeError as chained:
+        assert failure_reason(WorkerGroupError("x", {0: chained})) == \
+            "worker 0: ValueError: expected non-negative integer"

@@ -220,3 +220,13 @@ def test_missing_or_unusable_data_set_is_one_line_before_any_trial(tmp_path, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and str(text) in err[0]
     assert not (tmp_path / "smoke").exists()  # no search started
+
+
+def test_experiment_name_and_gpus_the_local_ray_lacks_are_refused(tiny_dataset, ray_session, tmp_path, capsys):
+    argv = ["tune", "--space", str(SMOKE), "--data", str(tiny_dataset.parquet), "--storage", str(tmp_path / "runs")]
+    assert main(argv + ["--name", "../escaped"]) == 2
+    assert "--name='../escaped' must name one folder" in capsys.readouterr().err
+    assert main(argv + ["--set", "run.gpus_per_worker=1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "x run.gpus_per_worker=1 needs 1 GPUs but the local Ray has 0" in err[0]
+    assert not (tmp_path / "escaped").exists() and not (tmp_path / "runs" / "smoke" / "trials").exists()

@@ -9,6 +9,7 @@ Unknown keys and wrong types are a `VidfuseError` that lists the valid keys of t
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from dataclasses import dataclass, field
@@ -246,12 +247,15 @@ RANGES = {
     **{key: (0, False, None) for key in ("optim.lr", "optim.gamma", "run.cpus_per_worker")},
     "model.ft_begin_index": (0, True, 5),
     "run.max_failures": (-1, True, None),  # -1: restart without limit, as Ray's FailureConfig
+    "run.seed": (0, True, None),  # NumPy's generators take no negative seed
     "optim.momentum": (0, True, 0.999),
 }
 
 
 def _check_range(dotted: str, value: float) -> None:
     low, low_valid, high = RANGES[dotted]
+    if not math.isfinite(value):
+        raise VidfuseError(f"{dotted}={value} must be a finite number")
     if low <= value <= (high if high is not None else value) and (low_valid or value != low):
         return
     if high is not None:
@@ -259,10 +263,10 @@ def _check_range(dotted: str, value: float) -> None:
     raise VidfuseError(f"{dotted}={value} must be " + (f"at least {low}" if low_valid else f"above {low}"))
 
 
-def _check_run_name(name: str) -> None:
-    """A run name is one folder under run.storage: not empty, no path separator, not . or .."""
+def check_folder_name(name: str, what: str = "run.name") -> None:
+    """A run (or experiment) name is one folder under its storage: not empty, no path separator, not . or .."""
     if name in ("", ".", "..") or "/" in name or os.sep in name:
-        raise VidfuseError(f"run.name={name!r} must name one folder under run.storage (no '/', not empty)")
+        raise VidfuseError(f"{what}={name!r} must name one folder under the storage folder (no '/', not empty)")
 
 
 def validate(config: Config) -> None:
@@ -277,7 +281,7 @@ def validate(config: Config) -> None:
     for dotted in RANGES:
         section, key = dotted.split(".")
         _check_range(dotted, getattr(getattr(config, section), key))
-    _check_run_name(config.run.name)
+    check_folder_name(config.run.name)
     from vidfuse.data.transforms import Augment  # torchvision: imported only when a config is checked
 
     try:

@@ -16,16 +16,20 @@ from pathlib import Path
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path` (same suffix, so writers that infer formats still work).
 
-    When the block finishes it is renamed to `path`; when it raises, the temporary file is removed.
+    When the block finishes it is renamed to `path`; when it raises, the temporary file is removed. An OSError
+    names `path`, which the user gave, not the temporary name.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
         os.replace(tmp, path)
+    except OSError as exc:
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from None
     finally:
-        tmp.unlink(missing_ok=True)
+        if tmp.is_file():
+            tmp.unlink()
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

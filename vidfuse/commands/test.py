@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import argparse
 
-from vidfuse.engine.evaluate import check_same_classes, load_run_model, score_test_set
+from vidfuse.data.prepare import check_same_classes
+from vidfuse.engine.evaluate import load_run_model, score_test_set
 from vidfuse.engine.ray_runtime import ensure_ray
 from vidfuse.report.testdir import write_test_results
 
@@ -45,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
     check_same_classes(config.data.path, labels)
     ensure_ray(config.run.workers * config.run.cpus_per_worker)  # room for scorers beside the decoders
     scores = score_test_set(model, config, clips=args.clips, workers=args.workers)
-    details = {"checkpoint": str(checkpoint), "data": config.data.path, "split": config.data.split,
+    details = {"checkpoint": str(checkpoint.resolve()), "data": config.data.path, "split": config.data.split,
                "subset": "test", "clips_per_video": "all" if args.clips is None else args.clips}
     paths = write_test_results(args.run, scores, labels, details)
     summary = scores.summary()

@@ -50,7 +50,9 @@ def run(args: argparse.Namespace) -> int:
     space = load_space(args.space, base=_base_config(args), overrides=args.overrides)
     check_data(space.base)  # as `train` does: a data set or split that cannot train fails before any trial
     resolve_pretrained(space.base)
-    experiment = Path(space.base.run.storage) / (args.name or Path(args.space).stem)
+    name = Path(args.space).stem if args.name is None else args.name
+    config_lib.check_folder_name(name, "--name")
+    experiment = Path(space.base.run.storage) / name
 
     outcomes = search.run_search(space, experiment, samples=args.samples, resume=args.resume)
     if not search.finished(outcomes):

@@ -22,6 +22,7 @@ and reported (or, with `strict`, stop the run); files on disk that no split list
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import multiprocessing
 import os
@@ -29,6 +30,7 @@ import shutil
 import sys
 import time
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -221,12 +223,18 @@ def _encoded_stream(jobs: list[tuple[str, str, int]], workers: int):
 def _check_out(out: Path, overwrite: bool) -> None:
     """Raise unless `out` is free, or holds a data set and `overwrite` allows replacing it: checked before any
     work, so that a mistyped --out never costs an hour of encoding, nor the data already there."""
+    if out.is_symlink():
+        raise VidfuseError(f"--out {out} is a symbolic link: give the path it points to, or another one")
     if not out.exists():
         return
     if not (out / META_NAME).is_file():
         raise VidfuseError(f"--out {out} exists and is not a vidfuse data set (no {META_NAME}): choose another path")
     if not overwrite:
         raise VidfuseError(f"--out {out} already holds a data set: pass --overwrite to replace it")
+    foreign = sorted(p.name for p in out.iterdir() if p.name != META_NAME and not p.match("part-*.parquet"))
+    if foreign:
+        raise VidfuseError(f"--out {out} holds {foreign[0]}, which prepare did not write: move it out before "
+                           "--overwrite replaces the folder")
 
 
 def _replace_atomically(tmp: Path, out: Path) -> None:
@@ -286,7 +294,7 @@ def prepare_dataset(
     if strict and skipped:
         raise VidfuseError(f"{skipped[0][0]}: {skipped[0][1]} under {root} (--strict; {len(skipped)} such videos)")
 
-    out = Path(out)
+    out = Path(out).absolute()  # "." has no name to put a temporary sibling beside
     _check_out(out, overwrite)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     if tmp.exists():
@@ -402,3 +410,15 @@ def read_meta(path: Path) -> dict:
     if not meta_file.is_file():
         raise VidfuseError(f"not a prepared data set (no {META_NAME}): {path}")
     return json.loads(meta_file.read_text())
+
+
+def check_same_classes(data_path: str | os.PathLike, labels: Sequence[str]) -> None:
+    """Raise unless the data set at `data_path` has the run's classes in the run's order: a data set prepared
+    anew under the same path (or another one) would otherwise be scored against the wrong labels, silently."""
+    data_labels = list(read_meta(Path(data_path))["labels"])
+    pairs = list(itertools.zip_longest(data_labels, labels, fillvalue="(none)"))
+    differing = next((i for i, (ours, theirs) in enumerate(pairs) if ours != theirs), None)
+    if differing is not None:
+        raise VidfuseError(
+            f"{data_path} does not hold the classes the run was trained on ({len(data_labels)} classes against "
+            f"{len(labels)}; class {differing} is {pairs[differing][0]!r} there, {pairs[differing][1]!r} in the run)")

@@ -19,11 +19,11 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from vidfuse import config as config_lib
 from vidfuse.data.pipeline import clip_dataset, video_table
-from vidfuse.data.prepare import read_meta
+from vidfuse.data.prepare import check_same_classes, read_meta
 from vidfuse.data.transforms import Augment
 from vidfuse.engine import rundir
 from vidfuse.engine.ray_runtime import ensure_ray
-from vidfuse.engine.train_loop import steps_per_epoch, train_loop_per_worker
+from vidfuse.engine.train_loop import steps_per_epoch, train_loop_per_worker, worker_batch_size
 from vidfuse.errors import VidfuseError
 from vidfuse.models import count_gflops, count_parameters, load_pretrained, model_from_config
 
@@ -62,6 +62,9 @@ def check_data(config: config_lib.Config) -> dict[str, Any]:
     # video_table raises one clear line for a split the data set lacks or an empty subset
     train_videos = video_table(path, split=config.data.split, subset="train")
     val_videos = video_table(path, split=config.data.split, subset=val_subset)
+    if worker_batch_size(config.run.batch_size, config.run.workers) < 2:
+        raise VidfuseError(f"run.batch_size={config.run.batch_size} gives each of run.workers={config.run.workers} "
+                           "fewer than 2 clips per step, too few for BatchNorm: raise run.batch_size")
     if steps_per_epoch(len(train_videos), config.run.batch_size, config.run.workers) == 0:
         raise VidfuseError(f"{path}: split {config.data.split} has {len(train_videos)} train videos, not one full "
                            f"batch for each of run.workers={config.run.workers} (run.batch_size="
@@ -104,7 +107,7 @@ def _describe_model(config: config_lib.Config) -> dict[str, Any]:
     }
 
 
-def _check_local_resources(config: config_lib.Config) -> None:
+def check_local_resources(config: config_lib.Config) -> None:
     """On a local Ray (no RAY_ADDRESS), the CPUs and GPUs it sees are all there will be: asking for more would
     wait forever for the workers to be placed. (A cluster may add nodes on demand, so it is not checked.)"""
     if os.environ.get("RAY_ADDRESS"):
@@ -129,6 +132,8 @@ def failure_reason(error: Exception) -> str:
     else:
         cause, where = getattr(error, "controller_failure", None) or error, ""
     cause = getattr(cause, "cause", None) or cause  # a RayTaskError wraps the worker's own exception
+    while cause.__cause__ is not None:  # ... and Ray Data's UserCodeException the error raised in vidfuse's code
+        cause = cause.__cause__
     lines = str(cause).strip().splitlines()
     return f"{where}{type(cause).__name__}" + (f": {lines[0]}" if lines else "")
 
@@ -141,22 +146,32 @@ def _fault_from_env() -> dict[str, Any] | None:
     return {"epoch": int(fields["epoch"]), "rank": int(fields.get("rank", 0)), "marker": fields["marker"]}
 
 
+def _free_for_a_new_run(run_dir: Path) -> bool:
+    """Whether a new run may use `run_dir`: it does not exist, is empty, or was left by a run that never finished
+    an epoch (a config and no metrics: it failed at the start and holds nothing to keep)."""
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        return True
+    return (run_dir / rundir.CONFIG).is_file() and not (run_dir / rundir.METRICS).exists()
+
+
 def build_trainer(config: config_lib.Config, *, callbacks: Sequence[Any] = (), resume: bool = False) -> TorchTrainer:
     """Check the inputs, write `config.yaml` / `meta.json` into the run folder and return the trainer.
 
-    With `resume=False` an existing run is an error (nothing is overwritten); a folder left by a run that never
-    finished an epoch (no metrics: it failed at the start) holds nothing to keep and is reused. With `resume=True`
-    the trainer continues from the run's latest checkpoint when there is one (Train V2 resumes a run by name).
+    With `resume=False` an existing run folder is an error (nothing is overwritten; see `_free_for_a_new_run`).
+    With `resume=True` the trainer continues from the run's latest checkpoint when there is one (Train V2 resumes
+    a run by name), on a data set with the run's classes.
     """
     run_dir = rundir.run_dir_of(config)
-    if (run_dir / rundir.METRICS).exists() and not resume:
+    if not resume and not _free_for_a_new_run(run_dir):
         raise VidfuseError(f"run folder {run_dir} already exists: pass --resume to continue it, or another --name")
     config.data.path = str(Path(config.data.path).resolve()) if config.data.path else ""
     resolve_pretrained(config)
     data = check_data(config)
+    if resume and rundir.read_meta(run_dir).get("labels"):  # the checkpoint's classes: the data must match them
+        check_same_classes(config.data.path, rundir.read_meta(run_dir)["labels"])
     model_info = _describe_model(config)
     ensure_ray(config.run.workers * config.run.cpus_per_worker)  # after the checks: bad input starts no Ray
-    _check_local_resources(config)
+    check_local_resources(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_lib.save(config, run_dir / rundir.CONFIG)
     rundir.write_json(run_dir / rundir.META, {

@@ -9,9 +9,7 @@ The clip probabilities are then averaged per video (mean softmax) with the share
 
 from __future__ import annotations
 
-import itertools
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,6 @@ from torch import nn
 
 from vidfuse import config as config_lib
 from vidfuse.data.pipeline import clip_dataset, video_table
-from vidfuse.data.prepare import read_meta
 from vidfuse.data.transforms import to_model_input
 from vidfuse.data.worker_decode import batch_clips
 from vidfuse.engine import metrics, rundir
@@ -163,18 +160,6 @@ def _actor_resources(workers: int | None, decode_workers: int) -> tuple[int, dic
         return workers or gpus, {"num_gpus": 1}
     cpus = int(resources.get("CPU", 1))
     return workers or max(1, cpus - decode_workers - 1), {"num_cpus": 1}
-
-
-def check_same_classes(data_path: str | os.PathLike, labels: Sequence[str]) -> None:
-    """Raise unless the data set at `data_path` has the run's classes in the run's order: a data set prepared
-    anew under the same path (or another one) would otherwise be scored against the wrong labels, silently."""
-    data_labels = list(read_meta(Path(data_path))["labels"])
-    pairs = list(itertools.zip_longest(data_labels, labels, fillvalue="(none)"))
-    differing = next((i for i, (ours, theirs) in enumerate(pairs) if ours != theirs), None)
-    if differing is not None:
-        raise VidfuseError(
-            f"{data_path} does not hold the classes the run was trained on ({len(data_labels)} classes against "
-            f"{len(labels)}; class {differing} is {pairs[differing][0]!r} there, {pairs[differing][1]!r} in the run)")
 
 
 def score_test_set(

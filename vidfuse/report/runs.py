@@ -24,7 +24,8 @@ def find_run_dirs(paths: Sequence[str | os.PathLike]) -> list[Path]:
     found: list[Path] = []
     for path in map(Path, paths):
         if not path.is_dir():
-            raise VidfuseError(f"run folder not found: {path}")
+            raise VidfuseError(f"{path} is a file, not a run folder" if path.exists()
+                               else f"run folder not found: {path}")
         if (path / rundir.CONFIG).is_file():
             found.append(path)
             continue

@@ -88,9 +88,11 @@ def _notes(run: RunRecord) -> str:
     results of another checkpoint than best.pt or of fewer windows than all."""
     notes = ["val on the test list"] if run.config.data.val_from_test else []
     if run.test:
-        checkpoint = Path(run.test.get("checkpoint", "best.pt")).name
-        if checkpoint != "best.pt":
-            notes.append(f"tested {checkpoint}")
+        checkpoint = Path(run.test.get("checkpoint", run.path / "best.pt"))
+        if checkpoint.parent.resolve() != run.path.resolve():
+            notes.append(f"tested {checkpoint} (another run's)")
+        elif checkpoint.name != "best.pt":
+            notes.append(f"tested {checkpoint.name}")
         if run.test.get("clips_per_video", "all") != "all":
             notes.append(f"tested {run.test['clips_per_video']} clips/video")
     return "; ".join(notes)

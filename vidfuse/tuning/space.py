@@ -37,6 +37,7 @@ SAMPLERS = {
     "grid": lambda args: tune.grid_search(args),
 }
 RANGES = ("loguniform", "uniform", "randint")
+MAX_CHECKED_INTS = 64  # a randint range up to this wide has each of its values checked (model.depth: 10 to 18)
 # Keys the search itself sets: the trial's run folder, and its length (asha.max_t).
 RESERVED_KEYS = ("run.name", "run.storage", "run.epochs")
 TOP_LEVEL = ("config", "search", "asha", "max_concurrent_trials")
@@ -165,7 +166,8 @@ def _parse_distribution(path: Path, config: config_lib.Config, key: str, spec: A
         raise VidfuseError(f"{where}: {kind} needs a non-empty list, got {args!r}")
     if kind in RANGES:
         _check_range(where, config, key, kind, args)
-    for value in args:  # choices and grid values, or the two ends of a range
+    small_int_range = kind == "randint" and args[1] - args[0] <= MAX_CHECKED_INTS
+    for value in range(int(args[0]), int(args[1]) + 1) if small_int_range else args:  # else choices, or the ends
         trial = copy.deepcopy(config)
         try:
             config_lib.set_value(trial, key, value)
