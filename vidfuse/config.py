@@ -256,7 +256,8 @@ def _check_range(dotted: str, value: float) -> None:
     low, low_valid, high = RANGES[dotted]
     if not math.isfinite(value):
         raise VidfuseError(f"{dotted}={value} must be a finite number")
-    if low <= value <= (high if high is not None else value) and (low_valid or value != low):
+    in_range = (value >= low if low_valid else value > low) and (high is None or value <= high)
+    if in_range:
         return
     if high is not None:
         raise VidfuseError(f"{dotted}={value} must be between {low} and {high}")
@@ -307,7 +308,7 @@ def resume_config(saved: Config, overrides: list[str] | tuple[str, ...], *, sour
     """The config of a run to resume: `saved` (read from `source`) with `overrides` applied. Raises before
     anything is written when an override changes a key outside `RESUMABLE_KEYS`."""
     resumed = apply_overrides(from_dict(saved.to_dict()), overrides)
-    before, after = _flat(saved), _flat(resumed)
+    before, after = flat(saved), flat(resumed)
     for key in after:
         if after[key] != before[key] and key not in RESUMABLE_KEYS:
             raise VidfuseError(f"--resume cannot change {key} ({before[key]!r} in {source}, {after[key]!r} asked): "
@@ -315,7 +316,8 @@ def resume_config(saved: Config, overrides: list[str] | tuple[str, ...], *, sour
     return resumed
 
 
-def _flat(config: Config) -> dict[str, Any]:
+def flat(config: Config) -> dict[str, Any]:
+    """`{"section.key": value}` for every key of `config`."""
     return {f"{section}.{key}": value for section, keys_ in config.to_dict().items() for key, value in keys_.items()}
 
 

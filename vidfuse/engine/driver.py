@@ -112,14 +112,14 @@ def check_local_resources(config: config_lib.Config) -> None:
     wait forever for the workers to be placed. (A cluster may add nodes on demand, so it is not checked.)"""
     if os.environ.get("RAY_ADDRESS"):
         return
-    have = ray.cluster_resources()
-    for resource, key in (("GPU", "run.gpus_per_worker"), ("CPU", "run.cpus_per_worker")):
-        need = config.run.workers * getattr(config.run, key.split(".")[1])
-        if need > have.get(resource, 0):
+    available = ray.cluster_resources()
+    for resource, key, per_worker in (("GPU", "run.gpus_per_worker", config.run.gpus_per_worker),
+                                      ("CPU", "run.cpus_per_worker", config.run.cpus_per_worker)):
+        need, have = config.run.workers * per_worker, available.get(resource, 0)
+        if need > have:
             raise VidfuseError(
-                f"run.workers={config.run.workers} x {key}={getattr(config.run, key.split('.')[1]):g} needs "
-                f"{need:g} {resource}s but the local Ray has {have.get(resource, 0):g}: ask for fewer, or submit to "
-                "a cluster (ray job submit, see docs/cluster.md)")
+                f"run.workers={config.run.workers} x {key}={per_worker:g} needs {need:g} {resource}s but the local "
+                f"Ray has {have:g}: ask for fewer, or submit to a cluster (ray job submit, see docs/cluster.md)")
 
 
 def failure_reason(error: Exception) -> str:
@@ -167,8 +167,9 @@ def build_trainer(config: config_lib.Config, *, callbacks: Sequence[Any] = (), r
     config.data.path = str(Path(config.data.path).resolve()) if config.data.path else ""
     resolve_pretrained(config)
     data = check_data(config)
-    if resume and rundir.read_meta(run_dir).get("labels"):  # the checkpoint's classes: the data must match them
-        check_same_classes(config.data.path, rundir.read_meta(run_dir)["labels"])
+    trained_labels = rundir.read_meta(run_dir).get("labels") if resume else None
+    if trained_labels:  # the checkpoint's classifier rows: the data must have the same classes
+        check_same_classes(config.data.path, trained_labels)
     model_info = _describe_model(config)
     ensure_ray(config.run.workers * config.run.cpus_per_worker)  # after the checks: bad input starts no Ray
     check_local_resources(config)

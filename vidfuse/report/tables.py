@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vidfuse import config as config_lib
 from vidfuse.engine.rundir import best_record
 from vidfuse.files import write_text
 from vidfuse.report.runs import RunRecord, find_run_dirs, read_run
@@ -76,11 +77,6 @@ _NOT_CONFIG = {
     "data.sample_duration", "data.split",
 }
 _AVERAGED = ("epochs", "best_epoch", "val_video_acc", "test_top1_error", "test_top5_error", "clips_per_s")
-
-
-def _flat_config(run: RunRecord) -> dict[str, Any]:
-    return {f"{section}.{key}": value for section, values in run.config.to_dict().items()
-            for key, value in values.items()}
 
 
 def _notes(run: RunRecord) -> str:
@@ -164,7 +160,7 @@ def results_table(run_dirs: Iterable[str | os.PathLike]) -> list[dict[str, Any]]
     (Tune experiments), plus one mean ± std row per group of runs that differ only in split; sorted by test
     top-1 error. Values are raw: fractions, counts, `MeanStd` for the averaged rows, None where missing."""
     runs = [read_run(path) for path in find_run_dirs(list(run_dirs))]
-    flats = [_flat_config(run) for run in runs]
+    flats = [config_lib.flat(run.config) for run in runs]
     rows = [run_row(run) for run in runs]
     for row, config in zip(rows, _config_differences(flats)):
         row["config"] = config
