@@ -141,3 +141,12 @@ def test_bad_space_files_are_one_clear_line(tmp_path, text, message):
 def test_missing_space_file(tmp_path):
     with pytest.raises(VidfuseError, match="search space file not found: .*nope.yaml"):
         load_space(tmp_path / "nope.yaml")
+
+
+def test_largest_trial_asks_for_the_most_workers_cpus_and_gpus(tmp_path):
+    path = _write(tmp_path, "config: {run: {workers: 1}}\nsearch:\n  run.gpus_per_worker: {choice: [0, 1.0, 0.5]}\n"
+                            "  run.cpus_per_worker: {uniform: [1.0, 3.0]}\n  optim.lr: {choice: [0.1, 0.01]}\n"
+                            "asha: {max_t: 2}\n")
+    largest = load_space(path).largest_trial()
+    assert (largest.run.workers, largest.run.gpus_per_worker, largest.run.cpus_per_worker) == (1, 1.0, 3.0)
+    assert largest.optim.lr == config_lib.Config().optim.lr  # not a resource: the base value

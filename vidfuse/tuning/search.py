@@ -83,7 +83,7 @@ def run_search(space: SearchSpace, experiment: str | os.PathLike, *, samples: in
     ensure_ray(space)
     from vidfuse.engine.driver import check_local_resources  # torch: only once the inputs are checked
 
-    check_local_resources(space.base)  # each trial asks for what the base config asks (a local Ray has no more)
+    check_local_resources(space.largest_trial())  # a local Ray has no more than it sees now
     trainable = _trainable(space, experiment)
     if resume:
         # Errored trials run again too: their Train runs continue from their last checkpoints.

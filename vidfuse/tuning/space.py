@@ -38,6 +38,7 @@ SAMPLERS = {
 }
 RANGES = ("loguniform", "uniform", "randint")
 MAX_CHECKED_INTS = 64  # a randint range up to this wide has each of its values checked (model.depth: 10 to 18)
+RESOURCE_KEYS = ("run.workers", "run.cpus_per_worker", "run.gpus_per_worker")  # what a trial's workers reserve
 # Keys the search itself sets: the trial's run folder, and its length (asha.max_t).
 RESERVED_KEYS = ("run.name", "run.storage", "run.epochs")
 TOP_LEVEL = ("config", "search", "asha", "max_concurrent_trials")
@@ -67,6 +68,12 @@ class SearchSpace:
     def param_space(self) -> dict[str, Any]:
         """Tune's `param_space`: one sampler per searched config key."""
         return {key: SAMPLERS[kind](args) for key, (kind, args) in self.search.items()}
+
+    def largest_trial(self) -> config_lib.Config:
+        """A trial config with the largest value of every searched trial resource (workers, CPUs and GPUs per
+        worker): what the biggest trial may ask of the cluster."""
+        largest = {key: max(args) for key, (_, args) in self.search.items() if key in RESOURCE_KEYS}
+        return self.trial_config(largest)
 
     def trial_config(self, params: dict[str, Any]) -> config_lib.Config:
         """The config of one trial: `base` with the trial's sampled values."""
