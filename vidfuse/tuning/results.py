@@ -48,7 +48,7 @@ def trial_status(outcome: TrialOutcome, max_t: int) -> str:
 def best_config(rows: list[dict[str, Any]], storage: str, name: str) -> config_lib.Config:
     """The config of the trial with the best epoch (highest val video accuracy, ties: lower val loss), as a new
     run `<storage>/<name>`."""
-    best_scores = {row["path"]: max(map(rundir.val_score, rundir.read_metrics(row["path"])))
+    best_scores = {row["path"]: rundir.val_score(rundir.best_record(rundir.read_metrics(row["path"])))
                    for row in rows if row.get("val_video_acc") is not None}
     if not best_scores:
         raise VidfuseError("no trial finished an epoch: no best config (see the trials' errors above)")
