@@ -195,3 +195,24 @@ def test_each_execution_lists_files_with_one_footer_reader(tiny_dataset, ray_ses
     for _ in range(2):
         _collect(ds)
     assert footer_readers() - before == 2
+
+
+def test_a_frame_that_does_not_decode_names_its_video(tiny_dataset):
+    """A damaged data set: the decoders' error names the video and its frames, not libjpeg's words alone."""
+    from vidfuse.data.pipeline import VIDEO_COLUMNS, decode_clips
+    from vidfuse.data.transforms import Augment
+
+    table = pq.read_table(shard_paths(tiny_dataset.parquet), columns=[*VIDEO_COLUMNS, "split1"])
+    table = table.filter(pa.compute.equal(table["split1"], "test")).sort_by("video_index")
+    frames = table["frames"].to_pylist()
+    frames[1] = [b"not a jpeg"] * len(frames[1])
+    damaged = table.set_column(table.schema.get_field_index("frames"), "frames",
+                               pa.array(frames, type=table.schema.field("frames").type))
+    options = dict(sample_size=S, videos_per_batch=8, split_column="split1", subset="test", mode="test",
+                   sample_duration=T, sample_stride=1, n_val_clips=1, augment=Augment())
+    assert sum(len(batch["clip"]) for batch in decode_clips(table, **options)) == 2 * len(frames)  # 16 frames: 2
+    with pytest.raises(VidfuseError) as error:
+        list(decode_clips(damaged, **options))
+    video_id = table["video_id"][1].as_py()
+    assert str(error.value).startswith(f"video {video_id}: one of its frames 1-8 does not decode (")
+    assert "prepare it again" in str(error.value)

@@ -3,7 +3,8 @@
 Each subcommand lives in `vidfuse/commands/<name>.py`, which defines `add_arguments(parser)` and
 `run(args) -> int`. Only the chosen subcommand's module is imported, so `--help` stays fast. Bad input raises
 `VidfuseError`; it is printed here as one line (`vidfuse: error: ...`) with exit status 2, as is an `OSError`
-(with its file name) that no check foresaw.
+(with its file name) that no check foresaw. The line comes last: the Ray that the command started or joined
+is shut down first, so that the log lines its workers are still streaming to this process cannot follow it.
 """
 
 from __future__ import annotations
@@ -34,6 +35,15 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
+def _fail(message: str) -> int:
+    """Print `message` as the command's last line (see the module docstring); the exit status of bad input."""
+    ray_runtime = sys.modules.get("vidfuse.engine.ray_runtime")  # imported only by commands that use Ray
+    if ray_runtime is not None:
+        ray_runtime.release_ray()
+    print(f"vidfuse: error: {message}", file=sys.stderr)
+    return 2
+
+
 def _top_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog="launch.py",
@@ -59,8 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except VidfuseError as exc:
-        print(f"vidfuse: error: {exc}", file=sys.stderr)
-        return 2
+        return _fail(str(exc))
     except KeyboardInterrupt:
         print("vidfuse: interrupted", file=sys.stderr)
         return 130
@@ -69,5 +78,4 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except OSError as exc:  # a path the checks did not foresee (not a folder, no permission, disk full): one line
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"vidfuse: error: {where}{exc.strerror or exc}", file=sys.stderr)
-        return 2
+        return _fail(f"{where}{exc.strerror or exc}")

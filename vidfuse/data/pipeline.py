@@ -67,7 +67,7 @@ DECODER_ENV_VARS = {"RAY_DATA_PARQUET_READER_CPU_COUNT": "1", "RAY_DATA_PARQUET_
 # actor, with its 128 I/O threads, reads the footers of hundreds of shards. A value set by the user wins.
 FOOTER_READERS_ENV = ("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", "1")
 VIDEOS_PER_BATCH = 8  # videos per output batch of a decoder
-VIDEO_COLUMNS = ["video_index", "label", "n_frames", "height", "width", "frames"]  # what decoding reads
+VIDEO_COLUMNS = ["video_index", "video_id", "label", "n_frames", "height", "width", "frames"]  # what decoding reads
 DECODE_ON = ("decoders", "worker")  # where clips are decoded: see clip_dataset
 
 
@@ -151,6 +151,7 @@ class StoredVideo:
 
     label: int
     video_index: int
+    video_id: str
     short_side: int
     windows: list[Window]
     stored: StoredFrames
@@ -160,8 +161,14 @@ class StoredVideo:
         return self.stored.jpegs(self.row, indices)
 
     def load_frames(self, indices: list[int], min_short_side: int) -> list[torch.Tensor]:
-        """Decode frames `indices`, as small as `min_short_side` allows (Pillow's draft), else at full size."""
-        return decode_jpegs(self.jpegs(indices), reduction=draft_reduction(self.short_side, min_short_side))
+        """Decode frames `indices`, as small as `min_short_side` allows (Pillow's draft), else at full size.
+        A frame that does not decode (a damaged data set) is an error naming the video and its frames."""
+        try:
+            return decode_jpegs(self.jpegs(indices), reduction=draft_reduction(self.short_side, min_short_side))
+        except (RuntimeError, OSError) as exc:  # torchvision's decoder raises RuntimeError, Pillow's OSError
+            reason = str(exc).strip().splitlines()[0].rsplit(", ", 1)[-1] if str(exc).strip() else type(exc).__name__
+            raise VidfuseError(f"video {self.video_id}: one of its frames {min(indices) + 1}-{max(indices) + 1} "
+                               f"does not decode ({reason}): the data set is damaged; prepare it again") from None
 
 
 def _subset_videos(
@@ -183,6 +190,7 @@ def _subset_videos(
             windows = plan_windows(int(columns["n_frames"][row]), mode=mode, sample_duration=sample_duration,
                                    sample_stride=sample_stride, n_val_clips=n_val_clips, rng=rng, augment=augment)
             yield StoredVideo(label=int(columns["label"][row]), video_index=int(columns["video_index"][row]),
+                              video_id=str(columns["video_id"][row]),
                               short_side=int(min(columns["height"][row], columns["width"][row])),
                               windows=windows, stored=stored, row=int(row))
 

@@ -29,6 +29,11 @@ from vidfuse.models import count_gflops, count_parameters, load_pretrained, mode
 
 FAULT_ENV = "VIDFUSE_FAULT"  # test-only: "epoch=E,rank=R,marker=PATH" kills worker R once in epoch E
 SUBCLUSTER_LABEL = "ray-subcluster"  # node label of cluster.yaml: "training" (GPU) or "data" (CPU decoding)
+# Ray Train's own `ray.train` messages shown on the console: at INFO it prints ~5 lines per epoch ("Reporting
+# training result ...", "Checkpoint successfully created ...") around vidfuse's one epoch line, and on a failure
+# a ~60-line report with tracebacks before vidfuse's one-line error. Its log files
+# (<Ray session>/logs/train, by default /tmp/ray/session_latest/logs/train) still receive every level.
+TRAIN_CONSOLE_LOG_LEVEL = "WARNING"
 
 
 class ValSplitDataConfig(ray.train.DataConfig):
@@ -135,6 +140,8 @@ def failure_reason(error: Exception) -> str:
     while cause.__cause__ is not None:  # ... and Ray Data's UserCodeException the error raised in vidfuse's code
         cause = cause.__cause__
     lines = str(cause).strip().splitlines()
+    if isinstance(cause, VidfuseError) and lines:  # vidfuse's own message names the problem
+        return f"{where}{lines[0]}"
     return f"{where}{type(cause).__name__}" + (f": {lines[0]}" if lines else "")
 
 
@@ -233,6 +240,7 @@ def build_trainer(config: config_lib.Config, *, callbacks: Sequence[Any] = (), r
                 checkpoint_score_order="max",
             ),
             failure_config=ray.train.FailureConfig(max_failures=config.run.max_failures),
+            logging_config=ray.train.LoggingConfig(log_level=TRAIN_CONSOLE_LOG_LEVEL),
         ),
     )
 

@@ -26,6 +26,7 @@ from vidfuse.data.pipeline import DECODER_ENV_VARS
 
 DATA_CPUS = 2  # logical CPUs kept free for Ray Data's Parquet reads and decoders
 JOB_ENV_VARS = {**DECODER_ENV_VARS, "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
+_connected_here = False  # whether `ensure_ray` started or joined the Ray this process uses
 
 
 def _free_port() -> int:
@@ -47,6 +48,7 @@ def ensure_ray(training_cpus: float) -> None:
 
     Ray Data's per-execution banners and progress bars are switched off: every epoch re-executes the clip
     pipelines, and vidfuse prints its own progress lines."""
+    global _connected_here
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
@@ -54,5 +56,14 @@ def ensure_ray(training_cpus: float) -> None:
         return
     if os.environ.get("RAY_ADDRESS"):
         ray.init(runtime_env={"env_vars": JOB_ENV_VARS})
-        return
-    start_local_ray(max(os.cpu_count() or 1, math.ceil(training_cpus + DATA_CPUS)))
+    else:
+        start_local_ray(max(os.cpu_count() or 1, math.ceil(training_cpus + DATA_CPUS)))
+    _connected_here = True
+
+
+def release_ray() -> None:
+    """Shut down (or leave) the Ray that `ensure_ray` started (or joined); a Ray started by the caller stays."""
+    global _connected_here
+    if _connected_here and ray.is_initialized():
+        ray.shutdown()
+    _connected_here = False
