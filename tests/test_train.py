@@ -135,6 +135,14 @@ def test_stopped_run_resumes_with_the_same_epochs_and_lrs(straight_run, tiny_dat
     with pytest.raises(VidfuseError, match="failed"):
         train(cfg)
     assert [r["epoch"] for r in rundir.read_metrics(tmp_path / "stopped")] == [1]
+    saved = (tmp_path / "stopped" / rundir.CONFIG).read_bytes()
+    monkeypatch.setenv(FAULT_ENV, f"epoch=2,rank=0,marker={tmp_path / 'killed-again'}")
+    retry = rundir.read_config(tmp_path / "stopped")
+    retry.data.decode_workers = 2  # a setting that --resume may change ...
+    with pytest.raises(VidfuseError, match="failed"):
+        train(retry, resume=True)
+    assert (tmp_path / "stopped" / rundir.CONFIG).read_bytes() == saved  # ... is not kept by a failed attempt
+    monkeypatch.delenv(FAULT_ENV)
     run_dir = train(rundir.read_config(tmp_path / "stopped"), resume=True)
     resumed, straight = rundir.read_metrics(run_dir), rundir.read_metrics(straight_run)
     assert [r["epoch"] for r in resumed] == [r["epoch"] for r in straight] == [1, 2, 3, 4, 5]

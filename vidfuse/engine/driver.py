@@ -25,6 +25,7 @@ from vidfuse.engine import rundir
 from vidfuse.engine.ray_runtime import ensure_ray
 from vidfuse.engine.train_loop import steps_per_epoch, train_loop_per_worker, worker_batch_size
 from vidfuse.errors import VidfuseError
+from vidfuse.files import write_text
 from vidfuse.models import count_gflops, count_parameters, load_pretrained, model_from_config
 
 FAULT_ENV = "VIDFUSE_FAULT"  # test-only: "epoch=E,rank=R,marker=PATH" kills worker R once in epoch E
@@ -246,14 +247,21 @@ def build_trainer(config: config_lib.Config, *, callbacks: Sequence[Any] = (), r
 
 
 def train(config: config_lib.Config, *, resume: bool = False) -> Path:
-    """Run (or with `resume`, continue) a training run; returns its run folder."""
+    """Run (or with `resume`, continue) a training run; returns its run folder.
+
+    A resume that fails before it finishes an epoch puts the run's config.yaml back as it was, so that a plain
+    `--resume` afterwards does not repeat the settings of the failed attempt (e.g. `--workers 3`)."""
     run_dir = rundir.run_dir_of(config)
     if resume and not (run_dir / rundir.CONFIG).exists():
         raise VidfuseError(f"nothing to resume: {run_dir} holds no run")
+    saved_config = (run_dir / rundir.CONFIG).read_text() if resume else None
+    epochs_before = len(rundir.read_metrics(run_dir))
     trainer = build_trainer(config, resume=resume)
     try:
         trainer.fit()
     except ray.train.TrainingFailedError as exc:
+        if saved_config is not None and len(rundir.read_metrics(run_dir)) == epochs_before:
+            write_text(run_dir / rundir.CONFIG, saved_config)
         hint = "continue it with --resume" if (run_dir / "last.pt").exists() else "no epoch finished"
         raise VidfuseError(f"training run {run_dir} failed: {failure_reason(exc)} ({hint})") from None
     return run_dir
