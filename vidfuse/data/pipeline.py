@@ -31,6 +31,7 @@ from __future__ import annotations
 import io
 import math
 import os
+import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -95,6 +96,13 @@ def decode_jpegs(
         image.draft("RGB", (math.ceil(image.width / reduction), math.ceil(image.height / reduction)))
         frames.append(pil_to_tensor(image.convert("RGB")))
     return frames
+
+
+def _decoder_message(error: Exception) -> str:
+    """The first line of a JPEG decoder's error, without the source file and line that torchvision puts first
+    ("decode_jpeg, .../decode_jpeg.cpp:171, Not a JPEG file: ...")."""
+    lines = str(error).strip().splitlines()
+    return re.sub(r"^decode_jpeg, \S+:\d+, ", "", lines[0]) if lines else type(error).__name__
 
 
 @dataclass(frozen=True)
@@ -166,9 +174,9 @@ class StoredVideo:
         try:
             return decode_jpegs(self.jpegs(indices), reduction=draft_reduction(self.short_side, min_short_side))
         except (RuntimeError, OSError) as exc:  # torchvision's decoder raises RuntimeError, Pillow's OSError
-            reason = str(exc).strip().splitlines()[0].rsplit(", ", 1)[-1] if str(exc).strip() else type(exc).__name__
             raise VidfuseError(f"video {self.video_id}: one of its frames {min(indices) + 1}-{max(indices) + 1} "
-                               f"does not decode ({reason}): the data set is damaged; prepare it again") from None
+                               f"does not decode ({_decoder_message(exc)}): the data set is damaged; prepare it "
+                               "again") from None
 
 
 def _subset_videos(
