@@ -10,6 +10,7 @@ import copy
 import io
 import json
 import math
+import re
 import shutil
 
 import numpy as np
@@ -281,3 +282,22 @@ def test_ray_console_shows_train_warnings_only_and_a_callers_ray_outlives_errors
     ensure_ray(1)
     release_ray()
     assert ray_session.is_initialized()
+
+
+def test_a_diverged_loss_stops_the_epoch_with_one_clear_line(torch_one_thread):
+    """An absurd learning rate: the weights overflow after the first step, and the NaN loss of a later batch
+    stops training with the epoch, batch and learning rate, instead of epochs at chance accuracy."""
+    from vidfuse.engine.train_loop import train_one_epoch
+
+    torch.manual_seed(0)
+    cfg = config_lib.load(None, ["optim.lr=1e38", "data.norm=imagenet", "run.precision=fp32"])
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 8 * 8, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr)
+    batches = [{"clip": torch.randint(0, 256, (4, 4, 8, 8, 3), dtype=torch.uint8),
+                "label": torch.tensor([0, 1, 2, 0])} for _ in range(5)]
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    with pytest.raises(VidfuseError) as error:
+        train_one_epoch(model, optimizer, scaler, batches, cfg=cfg, device=torch.device("cpu"), epoch=3,
+                        total_batches=len(batches), rank=0)
+    assert re.fullmatch(r"epoch 3 batch [2-5]: the training loss is nan \(rank 0\): the run diverged; start a new "
+                        r"one with a lower optim.lr \(this one: 1e\+38\) or with optim.grad_clip", str(error.value))

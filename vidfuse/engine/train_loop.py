@@ -10,6 +10,7 @@ continues from `ray.train.get_checkpoint()`.
 
 from __future__ import annotations
 
+import math
 import os
 import tempfile
 import time
@@ -31,6 +32,7 @@ from vidfuse.engine import metrics, rundir
 from vidfuse.engine.checkpoint import copy_checkpoint, load_checkpoint, save_checkpoint
 from vidfuse.engine.optim import build_optimizer, build_scheduler, current_lr, step_scheduler
 from vidfuse.engine.precision import autocast
+from vidfuse.errors import VidfuseError
 from vidfuse.models import load_pretrained, model_from_config
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -73,6 +75,10 @@ def _maybe_inject_fault(fault: dict | None, epoch: int, rank: int) -> None:
 
 def train_one_epoch(model, optimizer, scaler, batches, *, cfg: config_lib.Config, device, epoch: int,
                     total_batches: int, rank: int) -> EpochStats:
+    """One epoch over `batches` (this worker's share); the loss and accuracy are summed over all workers.
+
+    A loss that is not finite stops the run (as PySlowFast's NaN check does): training on would only turn the
+    weights into NaN and report epochs of chance accuracy. The checkpoints of the epochs before stay intact."""
     model.train()
     loss_fn = nn.CrossEntropyLoss()
     sums = torch.zeros(3, dtype=torch.float64)  # loss * clips, correct clips, clips
@@ -90,11 +96,15 @@ def train_one_epoch(model, optimizer, scaler, batches, *, cfg: config_lib.Config
             nn.utils.clip_grad_norm_(model.parameters(), cfg.optim.grad_clip)
         scaler.step(optimizer)
         scaler.update()
-        n = labels.numel()
-        sums += torch.tensor([loss.item() * n, (logits.argmax(1) == labels).sum().item(), n], dtype=torch.float64)
+        n, loss_value = labels.numel(), loss.item()
+        if not math.isfinite(loss_value):
+            raise VidfuseError(f"epoch {epoch} batch {index}: the training loss is {loss_value} (rank {rank}): the "
+                               f"run diverged; start a new one with a lower optim.lr (this one: {cfg.optim.lr:g}) or "
+                               "with optim.grad_clip")
+        sums += torch.tensor([loss_value * n, (logits.argmax(1) == labels).sum().item(), n], dtype=torch.float64)
         if rank == 0 and (index % report_every == 0 or index == total_batches):
             rate = sums[2].item() / (time.perf_counter() - start)
-            print(f"epoch {epoch} batch {index}/{total_batches} loss {loss.item():.4f} "
+            print(f"epoch {epoch} batch {index}/{total_batches} loss {loss_value:.4f} "
                   f"{rate:.1f} clips/s (rank 0)", flush=True)
     _all_reduce_sum(sums)
     clips = int(sums[2].item())
