@@ -25,8 +25,8 @@ from vidfuse.data.pipeline import eval_clips, video_table
 from vidfuse.data.transforms import to_model_input
 from vidfuse.engine import rundir
 from vidfuse.engine.checkpoint import load_checkpoint
-from vidfuse.engine.driver import FAULT_ENV, TRAIN_CONSOLE_LOG_LEVEL, build_trainer, failure_reason, train
-from vidfuse.engine.ray_runtime import ensure_ray, release_ray
+from vidfuse.engine.driver import FAULT_ENV, build_trainer, failure_reason, train
+from vidfuse.engine.ray_runtime import TRAIN_CONSOLE_LOG_LEVEL, ensure_ray, quiet_train_reports, release_ray
 from vidfuse.engine.train_loop import resumed_best_score
 from vidfuse.errors import VidfuseError
 from vidfuse.models import build_model, model_from_config
@@ -275,10 +275,19 @@ def test_a_failed_run_names_the_workers_own_error():
 
 def test_ray_console_shows_train_warnings_only_and_a_callers_ray_outlives_errors(ray_session, tiny_dataset,
                                                                                tmp_path):
-    """Ray Train's INFO lines (~5 an epoch) stay in its log files; `release_ray` (run before the CLI prints an
-    error) shuts down only a Ray that vidfuse itself started or joined, not the caller's (here the tests')."""
+    """Ray Train's INFO lines (its start-up, every checkpoint, two dicts of metrics an epoch) stay in its log
+    files; `release_ray` (run before the CLI prints an error) shuts down only a Ray that vidfuse itself started or
+    joined, not the caller's (here the tests')."""
     trainer = build_trainer(tiny_config(tiny_dataset, tmp_path, "quiet"))
     assert trainer.run_config.logging_config.log_level == TRAIN_CONSOLE_LOG_LEVEL == "WARNING"
+    import logging
+
+    from ray.train.v2._internal.execution import context  # logs "Reporting training result" under its file name
+
+    reports = logging.getLogger(context.__file__)
+    reports.setLevel(logging.NOTSET)
+    quiet_train_reports()
+    assert not reports.isEnabledFor(logging.INFO) and reports.isEnabledFor(logging.WARNING)
     ensure_ray(1)
     release_ray()
     assert ray_session.is_initialized()

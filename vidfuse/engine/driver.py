@@ -22,7 +22,7 @@ from vidfuse.data.pipeline import clip_dataset, video_table
 from vidfuse.data.prepare import check_same_classes, read_meta
 from vidfuse.data.transforms import Augment
 from vidfuse.engine import rundir
-from vidfuse.engine.ray_runtime import ensure_ray
+from vidfuse.engine.ray_runtime import TRAIN_CONSOLE_LOG_LEVEL, ensure_ray
 from vidfuse.engine.train_loop import steps_per_epoch, train_loop_per_worker, worker_batch_size
 from vidfuse.errors import VidfuseError
 from vidfuse.files import write_text
@@ -30,11 +30,6 @@ from vidfuse.models import count_gflops, count_parameters, load_pretrained, mode
 
 FAULT_ENV = "VIDFUSE_FAULT"  # test-only: "epoch=E,rank=R,marker=PATH" kills worker R once in epoch E
 SUBCLUSTER_LABEL = "ray-subcluster"  # node label of cluster.yaml: "training" (GPU) or "data" (CPU decoding)
-# Ray Train's own `ray.train` messages shown on the console: at INFO it prints ~5 lines per epoch ("Reporting
-# training result ...", "Checkpoint successfully created ...") around vidfuse's one epoch line, and on a failure
-# a ~60-line report with tracebacks before vidfuse's one-line error. Its log files
-# (<Ray session>/logs/train, by default /tmp/ray/session_latest/logs/train) still receive every level.
-TRAIN_CONSOLE_LOG_LEVEL = "WARNING"
 
 
 class ValSplitDataConfig(ray.train.DataConfig):

@@ -14,6 +14,8 @@ progress line reached the driver twice. Without it a worker's prints reach the d
 
 from __future__ import annotations
 
+import importlib.util
+import logging
 import math
 import os
 import socket
@@ -27,6 +29,14 @@ from vidfuse.data.pipeline import DECODER_ENV_VARS
 DATA_CPUS = 2  # logical CPUs kept free for Ray Data's Parquet reads and decoders
 JOB_ENV_VARS = {**DECODER_ENV_VARS, "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
 _connected_here = False  # whether `ensure_ray` started or joined the Ray this process uses
+# The level of Ray Train's own messages on the console (RunConfig's LoggingConfig): at INFO it prints the worker
+# group's start-up, "Checkpoint successfully created ..." every checkpoint and, on a failure, a ~60-line report
+# with tracebacks before vidfuse's one-line error. Its log files (<Ray session>/logs/train, by default
+# /tmp/ray/session_latest/logs/train on the head node) still receive every level.
+TRAIN_CONSOLE_LOG_LEVEL = "WARNING"
+# Ray Train 2.60 logs "Reporting training result ..." (each worker, each epoch, the whole metrics dict) through a
+# logger named after this module's file, which the level above does not reach (it filters `ray.train.*` loggers).
+TRAIN_REPORT_LOGGER_MODULE = "ray.train.v2._internal.execution.context"
 
 
 def _free_port() -> int:
@@ -67,3 +77,11 @@ def release_ray() -> None:
     if _connected_here and ray.is_initialized():
         ray.shutdown()
     _connected_here = False
+
+
+def quiet_train_reports() -> None:
+    """On a Train worker: raise the logger of TRAIN_REPORT_LOGGER_MODULE to TRAIN_CONSOLE_LOG_LEVEL (a no-op where
+    a later Ray no longer has that module)."""
+    spec = importlib.util.find_spec(TRAIN_REPORT_LOGGER_MODULE)
+    if spec is not None and spec.origin:
+        logging.getLogger(spec.origin).setLevel(TRAIN_CONSOLE_LOG_LEVEL)

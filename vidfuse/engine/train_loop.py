@@ -32,6 +32,7 @@ from vidfuse.engine import metrics, rundir
 from vidfuse.engine.checkpoint import copy_checkpoint, load_checkpoint, save_checkpoint
 from vidfuse.engine.optim import build_optimizer, build_scheduler, current_lr, step_scheduler
 from vidfuse.engine.precision import autocast
+from vidfuse.engine.ray_runtime import quiet_train_reports
 from vidfuse.errors import VidfuseError
 from vidfuse.models import load_pretrained, model_from_config
 
@@ -184,6 +185,7 @@ def resumed_best_score(state: dict[str, Any]) -> float:
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Entry point of every Ray Train worker; `loop_config` comes from `driver.build_trainer`."""
+    quiet_train_reports()
     cfg = config_lib.from_dict(loop_config["config"])
     labels: list[str] = loop_config["labels"]
     run_dir = Path(loop_config["run_dir"])
