@@ -104,8 +104,8 @@ def test_worker_decode_gives_the_decoders_clips(tiny_dataset, ray_session, mode,
     decoded = _by_key(_collect(clip_dataset(tiny_dataset.parquet, **options)))
     batches = list(clip_dataset(tiny_dataset.parquet, decode_on="worker", **options).iter_batches(
         batch_size=None, batch_format="numpy"))
-    assert set(batches[0]) == {"jpegs", "crop_scale", "crop_position", "crop_flip", "label", "video_index",
-                               "clip_index"}
+    assert set(batches[0]) == {"jpegs", "crop_scale", "crop_position", "crop_flip", "video_id", "first_frame",
+                               "last_frame", "label", "video_index", "clip_index"}
     picked = {}
     for batch in batches:
         assert all(len(window) == T for window in batch["jpegs"])
@@ -198,8 +198,9 @@ def test_each_execution_lists_files_with_one_footer_reader(tiny_dataset, ray_ses
 
 
 def test_a_frame_that_does_not_decode_names_its_video(tiny_dataset):
-    """A damaged data set: the decoders' error names the video and its frames, not libjpeg's words alone."""
-    from vidfuse.data.pipeline import VIDEO_COLUMNS, decode_clips
+    """A damaged data set: the decoders' error names the video and its frames, not libjpeg's words alone; so does
+    `decode_on: worker`'s, whose batched decode of several videos' windows fails as a whole."""
+    from vidfuse.data.pipeline import VIDEO_COLUMNS, decode_clips, pick_window_jpegs
     from vidfuse.data.transforms import Augment
 
     table = pq.read_table(shard_paths(tiny_dataset.parquet), columns=[*VIDEO_COLUMNS, "split1"])
@@ -211,8 +212,18 @@ def test_a_frame_that_does_not_decode_names_its_video(tiny_dataset):
     options = dict(sample_size=S, videos_per_batch=8, split_column="split1", subset="test", mode="test",
                    sample_duration=T, sample_stride=1, n_val_clips=1, augment=Augment())
     assert sum(len(batch["clip"]) for batch in decode_clips(table, **options)) == 2 * len(frames)  # 16 frames: 2
+    expected = f"video {table['video_id'][1].as_py()}: one of its frames 1-8 does not decode (Not a JPEG file: " \
+               "starts with 0x6e 0x6f): the data set is damaged; prepare it again"  # b"no"
     with pytest.raises(VidfuseError) as error:
         list(decode_clips(damaged, **options))
-    video_id = table["video_id"][1].as_py()
-    assert str(error.value) == f"video {video_id}: one of its frames 1-8 does not decode (Not a JPEG file: " \
-                               "starts with 0x6e 0x6f): the data set is damaged; prepare it again"  # b"no"
+    assert str(error.value) == expected
+    # decode_on: worker names it the same way, from the window rows it decodes
+    picking = {**{k: v for k, v in options.items() if k != "sample_size"}, "videos_per_batch": 2}
+    for batch in pick_window_jpegs(damaged, **picking):
+        rows = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.column_names}
+        if table["video_index"][1].as_py() in rows["video_index"]:
+            with pytest.raises(VidfuseError) as error:
+                decode_windows(rows, size=S, device="cpu")
+            assert str(error.value) == expected
+        else:
+            assert decode_windows(rows, size=S, device="cpu").shape[0] == len(rows["jpegs"])

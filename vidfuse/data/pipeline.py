@@ -98,11 +98,17 @@ def decode_jpegs(
     return frames
 
 
-def _decoder_message(error: Exception) -> str:
-    """The first line of a JPEG decoder's error, without the source file and line that torchvision puts first
+DECODE_ERRORS = (RuntimeError, OSError)  # what a JPEG that does not decode raises: torchvision's decoder, Pillow's
+
+
+def undecodable(video_id: str, first: int, last: int, error: Exception) -> VidfuseError:
+    """The error for a video whose frames `first`..`last` (0-based) hold a JPEG that does not decode: a damaged
+    data set. It gives the decoder's first line without the source file and line that torchvision puts first
     ("decode_jpeg, .../decode_jpeg.cpp:171, Not a JPEG file: ...")."""
     lines = str(error).strip().splitlines()
-    return re.sub(r"^decode_jpeg, \S+:\d+, ", "", lines[0]) if lines else type(error).__name__
+    reason = re.sub(r"^decode_jpeg, \S+:\d+, ", "", lines[0]) if lines else type(error).__name__
+    return VidfuseError(f"video {video_id}: one of its frames {first + 1}-{last + 1} does not decode ({reason}): "
+                        "the data set is damaged; prepare it again")
 
 
 @dataclass(frozen=True)
@@ -173,10 +179,8 @@ class StoredVideo:
         A frame that does not decode (a damaged data set) is an error naming the video and its frames."""
         try:
             return decode_jpegs(self.jpegs(indices), reduction=draft_reduction(self.short_side, min_short_side))
-        except (RuntimeError, OSError) as exc:  # torchvision's decoder raises RuntimeError, Pillow's OSError
-            raise VidfuseError(f"video {self.video_id}: one of its frames {min(indices) + 1}-{max(indices) + 1} "
-                               f"does not decode ({_decoder_message(exc)}): the data set is damaged; prepare it "
-                               "again") from None
+        except DECODE_ERRORS as exc:
+            raise undecodable(self.video_id, min(indices), max(indices), exc) from None
 
 
 def _subset_videos(
@@ -246,12 +250,16 @@ def decode_clips(
 def pick_window_jpegs(block: pa.Table, *, videos_per_batch: int, **selection: Any) -> Iterator[pa.Table]:
     """Ray Data task for `decode_on: worker`: as `decode_clips`, but each clip row carries its window's JPEGs
     and its crop instead of decoded pixels, for the consumer to decode on its device (`worker_decode`):
-    {jpegs: list<binary> (T), crop_scale, crop_position, crop_flip, label, video_index, clip_index}."""
+    {jpegs: list<binary> (T), crop_scale, crop_position, crop_flip, video_id, first_frame, last_frame, label,
+    video_index, clip_index} (`video_id` and the window's frames name a JPEG that does not decode)."""
     for videos in _in_batches(_subset_videos(block, **selection), videos_per_batch):
         windows = [(video, window) for video in videos for window in video.windows]
         yield pa.table({
             "jpegs": pa.array([[jpeg.to_pybytes() for jpeg in video.jpegs(window.indices)]
                                for video, window in windows], type=pa.list_(pa.binary())),
+            "video_id": pa.array([video.video_id for video, _ in windows], type=pa.string()),
+            "first_frame": pa.array([min(window.indices) for _, window in windows], type=pa.int64()),
+            "last_frame": pa.array([max(window.indices) for _, window in windows], type=pa.int64()),
             "crop_scale": pa.array([window.crop.scale for _, window in windows], type=pa.float64()),
             "crop_position": pa.array([window.crop.position for _, window in windows], type=pa.string()),
             "crop_flip": pa.array([window.crop.flip for _, window in windows], type=pa.bool_()),

@@ -13,8 +13,9 @@ import numpy as np
 import torch
 from ray.data.collate_fn import NumpyBatchCollateFn
 
-from vidfuse.data.pipeline import decode_jpegs
+from vidfuse.data.pipeline import DECODE_ERRORS, decode_jpegs, undecodable
 from vidfuse.data.transforms import Crop, crop_clip
+from vidfuse.errors import VidfuseError
 
 INDEX_COLUMNS = ("label", "video_index", "clip_index")
 
@@ -22,7 +23,10 @@ INDEX_COLUMNS = ("label", "video_index", "clip_index")
 def decode_windows(batch: dict[str, np.ndarray], *, size: int, device: torch.device | str) -> torch.Tensor:
     """Rows of `pipeline.pick_window_jpegs` -> uint8 clips (N, T, size, size, C) on `device`."""
     windows = [list(jpegs) for jpegs in batch["jpegs"]]  # N windows of T JPEGs (bytes)
-    frames = decode_jpegs([jpeg for window in windows for jpeg in window], device=device)  # N * T (3, H, W)
+    try:
+        frames = decode_jpegs([jpeg for window in windows for jpeg in window], device=device)  # N * T (3, H, W)
+    except DECODE_ERRORS:
+        raise _first_undecodable(batch, windows, device) from None
     clips, first = [], 0
     for window, scale, position, flip in zip(windows, batch["crop_scale"], batch["crop_position"],
                                              batch["crop_flip"]):
@@ -30,6 +34,18 @@ def decode_windows(batch: dict[str, np.ndarray], *, size: int, device: torch.dev
         clips.append(crop_clip(frames[first:first + len(window)], crop, size))  # (T, size, size, C)
         first += len(window)
     return torch.stack(clips)
+
+
+def _first_undecodable(batch: dict[str, np.ndarray], windows: list[list[bytes]], device) -> VidfuseError:
+    """The error naming the first window of `batch` that does not decode (one batched decode failed: each window
+    is decoded again on its own to find it)."""
+    for row, window in enumerate(windows):
+        try:
+            decode_jpegs(window, device=device)
+        except DECODE_ERRORS as exc:
+            return undecodable(str(batch["video_id"][row]), int(batch["first_frame"][row]),
+                               int(batch["last_frame"][row]), exc)
+    return VidfuseError("a batch of clip windows does not decode, though each of its windows does")
 
 
 def batch_clips(batch: dict[str, np.ndarray], *, size: int, device: torch.device | str) -> torch.Tensor:
