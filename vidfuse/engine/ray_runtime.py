@@ -35,7 +35,7 @@ _connected_here = False  # whether `ensure_ray` started or joined the Ray this p
 # /tmp/ray/session_latest/logs/train on the head node) still receive every level.
 TRAIN_CONSOLE_LOG_LEVEL = "WARNING"
 # Ray Train 2.60 logs "Reporting training result ..." (each worker, each epoch, the whole metrics dict) through a
-# logger named after this module's file, which the level above does not reach (it filters `ray.train.*` loggers).
+# logger named after the file of this module, which the level above does not reach (it filters `ray.train.*`).
 TRAIN_REPORT_LOGGER_MODULE = "ray.train.v2._internal.execution.context"
 
 
@@ -82,6 +82,9 @@ def release_ray() -> None:
 def quiet_train_reports() -> None:
     """On a Train worker: raise the logger of TRAIN_REPORT_LOGGER_MODULE to TRAIN_CONSOLE_LOG_LEVEL (a no-op where
     a later Ray no longer has that module)."""
-    spec = importlib.util.find_spec(TRAIN_REPORT_LOGGER_MODULE)
+    try:
+        spec = importlib.util.find_spec(TRAIN_REPORT_LOGGER_MODULE)
+    except ModuleNotFoundError:  # its package is gone too
+        return
     if spec is not None and spec.origin:
         logging.getLogger(spec.origin).setLevel(TRAIN_CONSOLE_LOG_LEVEL)
