@@ -250,12 +250,12 @@ def train(config: config_lib.Config, *, resume: bool = False) -> Path:
     if resume and not (run_dir / rundir.CONFIG).exists():
         raise VidfuseError(f"nothing to resume: {run_dir} holds no run")
     saved_config = (run_dir / rundir.CONFIG).read_text() if resume else None
-    epochs_before = len(rundir.read_metrics(run_dir))
+    epochs_before = len(rundir.read_metrics(run_dir)) if resume else 0
     trainer = build_trainer(config, resume=resume)
     try:
         trainer.fit()
     except ray.train.TrainingFailedError as exc:
-        if saved_config is not None and len(rundir.read_metrics(run_dir)) == epochs_before:
+        if resume and len(rundir.read_metrics(run_dir)) == epochs_before:
             write_text(run_dir / rundir.CONFIG, saved_config)
         hint = "continue it with --resume" if (run_dir / "last.pt").exists() else "no epoch finished"
         raise VidfuseError(f"training run {run_dir} failed: {failure_reason(exc)} ({hint})") from None
