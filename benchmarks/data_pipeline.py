@@ -5,8 +5,10 @@ clips in ../shared/data/clips (320 x 240):
 - naive:        the 3D-ResNets-PyTorch loader: per frame `PIL.Image.open` from a frame folder (320 x 240 JPEGs),
                 full decode, crop, resize, flip; one process (1 core);
 - decode_limit: only decoding the 16 JPEGs of a random window from the prepared Parquet rows (short side 128)
-                with the pipeline's own decoder (`pipeline.decode_jpegs`), in memory, one process (1 core): no
-                loader can beat this per core;
+                with the pipeline's own decoder (`pipeline.decode_frames`: simplejpeg), in memory, one process
+                (1 core): no loader can beat this per core;
+- decode_torchvision: the same with torchvision's `decode_jpeg` (one call for the window's list), the decoder
+                the pipeline used before simplejpeg: what the dependency buys;
 - decode_and_crop: the decode limit plus the one crop + resize (+ flip) per clip (`transforms.crop_clip`), nothing
                 else: the most any pipeline that crops on the CPU can make per core;
 - in_memory:    `decode_clips` on row groups already read into memory, one process (1 core): the decode limit
@@ -49,6 +51,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 from PIL import Image
+from torchvision.io import ImageReadMode, decode_jpeg
 
 from vidfuse.data.pipeline import (
     DECODER_ENV_VARS,
@@ -57,7 +60,7 @@ from vidfuse.data.pipeline import (
     VIDEOS_PER_BATCH,
     clip_dataset,
     decode_clips,
-    decode_jpegs,
+    decode_frames,
     pick_window_jpegs,
 )
 from vidfuse.data.prepare import META_NAME, ROW_GROUP_VIDEOS, prepare_dataset, read_meta, writer_options
@@ -111,10 +114,20 @@ def naive_clip(folder: Path, n_frames: int, rng: np.random.Generator) -> np.ndar
     return np.stack(frames)
 
 
-def decode_only(jpegs: list[bytes], rng: np.random.Generator) -> list[torch.Tensor]:
-    """Decode the JPEGs of one random window with the pipeline's own decoder, nothing else."""
-    indices = window_indices(random_start(len(jpegs), DURATION, rng), len(jpegs), duration=DURATION)
-    return decode_jpegs([jpegs[i] for i in indices])
+def random_window(jpegs: list[bytes], rng: np.random.Generator) -> list[bytes]:
+    """The JPEGs of one random train window of a video."""
+    return [jpegs[i] for i in window_indices(random_start(len(jpegs), DURATION, rng), len(jpegs), duration=DURATION)]
+
+
+def decode_only(jpegs: list[bytes], rng: np.random.Generator) -> torch.Tensor:
+    """Decode the JPEGs of one random window with the pipeline's own decoder, nothing else: (T, H, W, C)."""
+    return decode_frames(random_window(jpegs, rng))
+
+
+def decode_torchvision(jpegs: list[bytes], rng: np.random.Generator) -> list[torch.Tensor]:
+    """`decode_only` with torchvision's decoder: T frames (C, H, W)."""
+    data = [torch.frombuffer(bytearray(jpeg), dtype=torch.uint8) for jpeg in random_window(jpegs, rng)]
+    return decode_jpeg(data, mode=ImageReadMode.RGB)
 
 
 def decode_and_crop(jpegs: list[bytes], rng: np.random.Generator) -> torch.Tensor:
@@ -271,6 +284,10 @@ def main() -> None:
             decode_only(jpegs[rng.integers(len(jpegs))], rng)
             return 1
 
+        def decode_tv() -> int:
+            decode_torchvision(jpegs[rng.integers(len(jpegs))], rng)
+            return 1
+
         def decode_crop() -> int:
             decode_and_crop(jpegs[rng.integers(len(jpegs))], rng)
             return 1
@@ -278,6 +295,8 @@ def main() -> None:
         shard = tmp / "data.parquet" / "part-00000.parquet"
         emit("naive_pil_per_frame", time_loop(naive, args.clips, args.repeats), 1, source="320x240 frame folders")
         emit("decode_limit", time_loop(decode, args.clips, args.repeats), 1,
+             source=f"Parquet JPEGs, short side {SHORT_SIDE}")
+        emit("decode_torchvision", time_loop(decode_tv, args.clips, args.repeats), 1,
              source=f"Parquet JPEGs, short side {SHORT_SIDE}")
         emit("decode_and_crop", time_loop(decode_crop, args.clips, args.repeats), 1,
              source=f"Parquet JPEGs, short side {SHORT_SIDE}")
@@ -316,6 +335,8 @@ def main() -> None:
     print(json.dumps({"case": "ratios_per_core",
                       "ray_vs_naive": round(best_ray / results["naive_pil_per_frame"], 2),
                       "ray_vs_decode_limit": round(best_ray / results["decode_limit"], 2),
+                      "decode_torchvision_vs_decode_limit": round(results["decode_torchvision"]
+                                                                  / results["decode_limit"], 2),
                       "decode_and_crop_vs_decode_limit": round(results["decode_and_crop"] / results["decode_limit"],
                                                                2),
                       "in_memory_vs_decode_limit": round(results["in_memory"] / results["decode_limit"], 2),

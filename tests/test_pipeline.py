@@ -20,7 +20,7 @@ from vidfuse.data.pipeline import (
     FOOTER_READERS_ENV,
     StoredFrames,
     clip_dataset,
-    decode_jpegs,
+    decode_frames,
     draft_reduction,
     eval_clips,
     video_table,
@@ -134,7 +134,7 @@ def test_bad_requests_name_the_problem(tiny_dataset):
         video_table(tiny_dataset.parquet.parent, split=1, subset="test")
 
 
-def test_decode_jpeg_matches_pillow_and_decodes_small_when_the_crop_allows(shared_data):
+def test_decode_frames_matches_pillow_and_decodes_small_when_the_crop_allows(shared_data):
     import av
 
     with av.open(str(shared_data / "clips/ucf101/Basketball/v_Basketball_g01_c01.avi")) as container:
@@ -142,15 +142,25 @@ def test_decode_jpeg_matches_pillow_and_decodes_small_when_the_crop_allows(share
     buffer = io.BytesIO()
     Image.fromarray(rgb).save(buffer, format="JPEG", quality=90)
     data = buffer.getvalue()
-    reference = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).transpose(2, 0, 1)  # (3, 240, 320)
 
-    full, again = decode_jpegs([data, pa.py_buffer(data)])  # torchvision's decoder, from bytes or Arrow buffers
-    assert full.shape == reference.shape and full.dtype == torch.uint8
-    assert np.abs(full.numpy().astype(int) - reference).mean() < 1.0  # two libjpeg builds, same image
-    assert torch.equal(full, again)
-    halves = decode_jpegs([data, data], reduction=2)  # Pillow's draft at half size
-    assert [tuple(h.shape) for h in halves] == [(3, 120, 160)] * 2
+    def pillow(draft: tuple[int, int] | None = None) -> np.ndarray:
+        image = Image.open(io.BytesIO(data))
+        if draft:
+            image.draft("RGB", draft)
+        return np.asarray(image.convert("RGB"))
+
+    full = decode_frames([data, pa.py_buffer(data)])  # from bytes or Arrow buffers
+    assert full.shape == (2, 240, 320, 3) and full.dtype == torch.uint8
+    assert np.abs(full[0].numpy().astype(int) - pillow()).mean() < 1.0  # two libjpeg builds, same image
+    assert torch.equal(full[0], full[1])
+    halves = decode_frames([data, data], reduction=2)  # a draft decode at half size
+    assert halves.shape == (2, 120, 160, 3)
+    assert np.abs(halves[0].numpy().astype(int) - pillow(draft=(160, 120))).mean() < 1.0
     assert [draft_reduction(240, m) for m in (200, 120, 112, 60, 30, 20)] == [1, 2, 2, 4, 8, 8]
+    buffer = io.BytesIO()
+    Image.fromarray(rgb[:200]).save(buffer, format="JPEG")
+    with pytest.raises(ValueError, match="a frame of 320x200 pixels among frames of 320x240"):
+        decode_frames([data, buffer.getvalue()])
 
 
 @pytest.mark.parametrize("binary", [pa.binary(), pa.large_binary()])
@@ -212,8 +222,8 @@ def test_a_frame_that_does_not_decode_names_its_video(tiny_dataset):
     options = dict(sample_size=S, videos_per_batch=8, split_column="split1", subset="test", mode="test",
                    sample_duration=T, sample_stride=1, n_val_clips=1, augment=Augment())
     assert sum(len(batch["clip"]) for batch in decode_clips(table, **options)) == 2 * len(frames)  # 16 frames: 2
-    expected = f"video {table['video_id'][1].as_py()}: one of its frames 1-8 does not decode (Not a JPEG file: " \
-               "starts with 0x6e 0x6f): the data set is damaged; prepare it again"  # b"no"
+    expected = f"video {table['video_id'][1].as_py()}: one of its frames 1-8 does not decode (Could not determine " \
+               "subsampling level of JPEG image): the data set is damaged; prepare it again"
     with pytest.raises(VidfuseError) as error:
         list(decode_clips(damaged, **options))
     assert str(error.value) == expected

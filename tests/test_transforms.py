@@ -35,22 +35,17 @@ def _column_clip(frames: int = 3, height: int = 8, width: int = 12) -> np.ndarra
     return np.broadcast_to(cols, (frames, height, width, 3)).astype(np.uint8).copy()
 
 
-def _frames(clip: np.ndarray) -> list[torch.Tensor]:
-    """(T, H, W, C) array -> T frames of (C, H, W), as the decoders return them."""
-    return list(torch.from_numpy(clip).permute(0, 3, 1, 2))
-
-
 def test_crop_clip_cuts_the_same_box_from_every_frame_and_flips():
     clip = _column_clip()
-    out = crop_clip(_frames(clip), Crop(1.0, "top_right"), size=8).numpy()  # side 8 = no resize
+    out = crop_clip(torch.from_numpy(clip), Crop(1.0, "top_right"), size=8).numpy()  # side 8 = no resize
     assert out.shape == (3, 8, 8, 3) and out.dtype == np.uint8
     np.testing.assert_array_equal(out, clip[:, :, 4:12])
-    flipped = crop_clip(_frames(clip), Crop(1.0, "top_right", flip=True), size=8).numpy()
+    flipped = crop_clip(torch.from_numpy(clip), Crop(1.0, "top_right", flip=True), size=8).numpy()
     np.testing.assert_array_equal(flipped, clip[:, :, 4:12][:, :, ::-1])
 
 
 def test_crop_clip_resizes_to_the_requested_size():
-    out = crop_clip(_frames(_column_clip()), CENTRE_CROP, size=4).numpy()
+    out = crop_clip(torch.from_numpy(_column_clip()), CENTRE_CROP, size=4).numpy()
     assert out.shape == (3, 4, 4, 3)
     assert np.all(np.diff(out[0, 0, :, 0].astype(int)) > 0)  # columns still increase left to right
 

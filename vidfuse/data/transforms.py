@@ -7,9 +7,9 @@ One `Crop` is drawn per clip and applied to all its frames, so the motion inside
   whose direction matters, such as "move left" / "move right", must not be flipped);
 - eval: the centre square of side `short side`, resized to `size` (= resize short side + centre crop).
 
-Crop and resize run on the whole clip at once with `torchvision.transforms.v2.functional`, on (C, H, W) uint8
-frame tensors. A crop is described relative to the frame, so frames may be decoded at a reduced size first
-(Pillow's JPEG `draft`) when the crop still gets at least `size` pixels from it.
+Crop and resize run on the whole clip at once with `torchvision.transforms.v2.functional`, on a uint8 (T, H, W, C)
+clip tensor. A crop is described relative to the frame, so frames may be decoded at a reduced size first
+(libjpeg's DCT scaling, Pillow's `draft`) when the crop still gets at least `size` pixels from it.
 """
 
 from __future__ import annotations
@@ -93,17 +93,17 @@ def resize_short_side(image: Image.Image, short_side: int) -> Image.Image:
     return image if size == image.size else image.resize(size, Image.BILINEAR, reducing_gap=3.0)
 
 
-def crop_clip(frames: list[torch.Tensor], crop: Crop, size: int) -> torch.Tensor:
-    """Apply `crop` to every uint8 (C, H, W) frame and resize to `size` x `size`: uint8 (T, size, size, C), on the
-    frames' device (the CPU decoders' or, with `data.decode_on: worker`, the training worker's)."""
-    # (T, C, H, W) stored as (T, H, W, C): the decoders' frames are HWC memory, and the antialiased resize of
-    # uint8 has a fast path for that layout on the CPU (measured 3x the planar one here)
-    clip = torch.stack([frame.permute(1, 2, 0) for frame in frames]).permute(0, 3, 1, 2)
-    top, left, side = crop.box(clip.shape[-1], clip.shape[-2])
-    clip = F.resized_crop(clip, top, left, side, side, [size, size], antialias=True)
+def crop_clip(clip: torch.Tensor, crop: Crop, size: int) -> torch.Tensor:
+    """Apply `crop` to every frame of a uint8 (T, H, W, C) clip and resize to `size` x `size`: uint8 (T, size,
+    size, C), on the clip's device (the CPU decoders' or, with `data.decode_on: worker`, the training worker's)."""
+    # (T, C, H, W) stored as (T, H, W, C): the antialiased resize of uint8 has a fast path for that layout on the
+    # CPU (measured 3x the planar one here)
+    frames = clip.permute(0, 3, 1, 2)
+    top, left, side = crop.box(frames.shape[-1], frames.shape[-2])
+    frames = F.resized_crop(frames, top, left, side, side, [size, size], antialias=True)
     if crop.flip:
-        clip = F.horizontal_flip(clip)
-    return clip.permute(0, 2, 3, 1).contiguous()  # (T, size, size, C)
+        frames = F.horizontal_flip(frames)
+    return frames.permute(0, 2, 3, 1).contiguous()  # (T, size, size, C)
 
 
 def to_model_input(clips: torch.Tensor, *, norm: str, device: torch.device | str | None = None) -> torch.Tensor:

@@ -1,47 +1,58 @@
 """`data.decode_on: worker`: clips decoded where they are consumed, on the consumer's device.
 
 The Ray Data tasks then only read the Parquet rows and pick each clip's JPEGs (`pipeline.pick_window_jpegs`);
-the Train worker (or test scorer) decodes a whole batch of them with one call of torchvision's decoder — on a
-GPU, nvjpeg's batched decode — and crops, resizes and flips each clip there with the same `crop_clip` as the CPU
-decoders. For GPU nodes whose CPUs cannot decode as fast as the GPUs train. On a CPU device the same code runs
-with libjpeg-turbo, and gives the CPU decoders' clips exactly (tests/test_pipeline.py).
+the Train worker (or test scorer) decodes a batch of them and crops, resizes and flips each clip there with the
+same `crop_clip` as the CPU decoders. On a GPU, all the batch's JPEGs go to nvjpeg in one batched decode
+(torchvision's); for GPU nodes whose CPUs cannot decode as fast as the GPUs train. On a CPU device each window is
+decoded by the CPU decoders' own `decode_frames`, so the clips are exactly theirs (tests/test_pipeline.py).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from ray.data.collate_fn import NumpyBatchCollateFn
+from torchvision.io import ImageReadMode, decode_jpeg
 
-from vidfuse.data.pipeline import DECODE_ERRORS, decode_jpegs, undecodable
+from vidfuse.data.pipeline import DECODE_ERRORS, decode_frames, undecodable
 from vidfuse.data.transforms import Crop, crop_clip
 from vidfuse.errors import VidfuseError
 
 INDEX_COLUMNS = ("label", "video_index", "clip_index")
 
 
+def decode_window_frames(windows: Sequence[Sequence[bytes]], device: torch.device | str) -> list[torch.Tensor]:
+    """Each window's JPEGs -> its frames, uint8 (T, H, W, C) on `device`: one batched nvjpeg call for all of them on
+    a GPU, `pipeline.decode_frames` per window on the CPU."""
+    if torch.device(device).type == "cpu":
+        return [decode_frames(window) for window in windows]
+    data = [torch.frombuffer(bytearray(jpeg), dtype=torch.uint8) for window in windows for jpeg in window]
+    frames = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)  # N * T (3, H, W), stored (H, W, 3)
+    starts = np.cumsum([0, *map(len, windows)])
+    return [torch.stack([frame.permute(1, 2, 0) for frame in frames[start:end]])
+            for start, end in zip(starts[:-1], starts[1:])]
+
+
 def decode_windows(batch: dict[str, np.ndarray], *, size: int, device: torch.device | str) -> torch.Tensor:
     """Rows of `pipeline.pick_window_jpegs` -> uint8 clips (N, T, size, size, C) on `device`."""
     windows = [list(jpegs) for jpegs in batch["jpegs"]]  # N windows of T JPEGs (bytes)
     try:
-        frames = decode_jpegs([jpeg for window in windows for jpeg in window], device=device)  # N * T (3, H, W)
+        frames = decode_window_frames(windows, device)  # N (T, H, W, C)
     except DECODE_ERRORS:
         raise _first_undecodable(batch, windows, device) from None
-    clips, first = [], 0
-    for window, scale, position, flip in zip(windows, batch["crop_scale"], batch["crop_position"],
-                                             batch["crop_flip"]):
-        crop = Crop(scale=float(scale), position=str(position), flip=bool(flip))
-        clips.append(crop_clip(frames[first:first + len(window)], crop, size))  # (T, size, size, C)
-        first += len(window)
-    return torch.stack(clips)
+    crops = (Crop(scale=float(scale), position=str(position), flip=bool(flip))
+             for scale, position, flip in zip(batch["crop_scale"], batch["crop_position"], batch["crop_flip"]))
+    return torch.stack([crop_clip(clip, crop, size) for clip, crop in zip(frames, crops)])
 
 
 def _first_undecodable(batch: dict[str, np.ndarray], windows: list[list[bytes]], device) -> VidfuseError:
-    """The error naming the first window of `batch` that does not decode (one batched decode failed: each window
+    """The error naming the first window of `batch` that does not decode (decoding the batch failed: each window
     is decoded again on its own to find it)."""
     for row, window in enumerate(windows):
         try:
-            decode_jpegs(window, device=device)
+            decode_window_frames([window], device)
         except DECODE_ERRORS as exc:
             return undecodable(str(batch["video_id"][row]), int(batch["first_frame"][row]),
                                int(batch["last_frame"][row]), exc)
