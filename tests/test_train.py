@@ -293,20 +293,66 @@ def test_ray_console_shows_train_warnings_only_and_a_callers_ray_outlives_errors
     assert ray_session.is_initialized()
 
 
-def test_a_diverged_loss_stops_the_epoch_with_one_clear_line(torch_one_thread):
-    """An absurd learning rate: the weights overflow after the first step, and the NaN loss of a later batch
-    stops training with the epoch, batch and learning rate, instead of epochs at chance accuracy."""
+def _diverging_epoch(**kwargs) -> None:
+    """`train_one_epoch` of a linear model at an absurd learning rate (the weights overflow after the first step)."""
     from vidfuse.engine.train_loop import train_one_epoch
 
     torch.manual_seed(0)
     cfg = config_lib.load(None, ["optim.lr=1e38", "data.norm=imagenet", "run.precision=fp32"])
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 4 * 8 * 8, 3))
-    optimizer = torch.optim.SGD(model.parameters(), lr=cfg.optim.lr)
+    optimizer = torch.optim.SGD(model.parameters(), lr=kwargs.pop("lr", cfg.optim.lr))
     batches = [{"clip": torch.randint(0, 256, (4, 4, 8, 8, 3), dtype=torch.uint8),
                 "label": torch.tensor([0, 1, 2, 0])} for _ in range(5)]
     scaler = torch.amp.GradScaler("cpu", enabled=False)
+    train_one_epoch(model, optimizer, scaler, batches, cfg=cfg, device=torch.device("cpu"), epoch=3,
+                    total_batches=len(batches), rank=0)
+
+
+def test_a_diverged_loss_stops_the_epoch_with_one_clear_line(torch_one_thread):
+    """The NaN loss of a later batch stops training with the epoch, batch and learning rate, instead of epochs at
+    chance accuracy."""
+    from vidfuse.engine.train_loop import Diverged
+
+    with pytest.raises(Diverged) as error:
+        _diverging_epoch()
+    assert re.fullmatch(r"epoch 3 batch [2-5]: the training loss is nan: the run diverged; start a new one with a "
+                        r"lower optim.lr \(this one: 1e\+38\) or with optim.grad_clip", str(error.value))
+
+
+def test_every_worker_stops_at_the_batch_where_any_workers_loss_diverged(torch_one_thread, monkeypatch):
+    """Each batch's loss is summed over the workers before the check, so a worker whose own loss is finite stops at
+    the same batch as the one whose loss is not (instead of waiting for it in DDP's next all-reduce)."""
+    from vidfuse.engine import train_loop
+
+    summed = []
+
+    def other_worker_diverges_at_batch_2(tensor: torch.Tensor) -> torch.Tensor:
+        summed.append(tensor.clone())
+        if tensor.numel() == 1 and len(summed) == 2:
+            tensor += float("inf")  # the other worker's loss
+        return tensor
+
+    monkeypatch.setattr(train_loop, "_all_reduce_sum", other_worker_diverges_at_batch_2)
+    with pytest.raises(train_loop.Diverged, match=r"^epoch 3 batch 2: the training loss is inf: "):
+        _diverging_epoch(lr=1e-3)  # this worker's own loss stays finite
+    assert [t.numel() for t in summed] == [1, 1] and all(torch.isfinite(t).all() for t in summed)
+
+
+def test_a_diverged_run_ends_on_one_line_and_is_not_retried(ray_session, tiny_dataset, tmp_path):
+    """Two workers at an absurd learning rate: both stop at the same batch, the run ends normally for Ray (so its
+    `max_failures` retries do not train it again from the last checkpoint), and `train` fails with the reason
+    that `diverged.txt` keeps (which a resume clears first)."""
+    cfg = tiny_config(tiny_dataset, tmp_path, "diverged", **{"optim.optimizer": "sgd", "optim.lr": 1e38,
+                                                              "optim.warmup_epochs": 0, "run.epochs": 3,
+                                                              "run.max_failures": 1})
     with pytest.raises(VidfuseError) as error:
-        train_one_epoch(model, optimizer, scaler, batches, cfg=cfg, device=torch.device("cpu"), epoch=3,
-                        total_batches=len(batches), rank=0)
-    assert re.fullmatch(r"epoch 3 batch [2-5]: the training loss is nan \(rank 0\): the run diverged; start a new "
-                        r"one with a lower optim.lr \(this one: 1e\+38\) or with optim.grad_clip", str(error.value))
+        train(cfg)
+    run_dir = tmp_path / "diverged"
+    reason = rundir.diverged_reason(run_dir)
+    match = re.fullmatch(r"epoch (\d) batch \d+: the training loss is (nan|inf): the run diverged; start a new one "
+                         r"with a lower optim.lr \(this one: 1e\+38\) or with optim.grad_clip", reason)
+    assert match, reason
+    assert str(error.value) == f"training run {run_dir} stopped: {reason}"  # not "failed": Ray saw no error
+    assert [r["epoch"] for r in rundir.read_metrics(run_dir)] == list(range(1, int(match[1])))
+    rundir.clear_diverged(run_dir)
+    assert rundir.diverged_reason(run_dir) is None

@@ -132,6 +132,34 @@ def test_best_yaml_is_the_best_trial_and_loads_into_train(smoke_search):
     assert config_lib.load(args.config) == best
 
 
+def test_a_trial_that_diverged_says_so_and_never_wins(smoke_search, tmp_path):
+    """A trial whose loss diverged ended normally for Tune (not retried); its status says where it stopped, and
+    best.yaml goes to the best of the others even when its epochs before scored best."""
+    from ray.tune.experiment import Trial
+
+    from vidfuse.tuning.results import best_config, trial_rows
+    from vidfuse.tuning.search import TrialOutcome
+
+    _, experiment = smoke_search
+    runs = _trial_runs(experiment)
+    ranked = sorted(runs, key=lambda trial_id: max((r["val_video_acc"], -r["val_loss"]) for r in runs[trial_id]))
+    winner, runner_up = ranked[-1], ranked[-2]
+    outcomes = {trial_id: TrialOutcome(Trial.TERMINATED, len(_tune_results(experiment, trial_id)))
+                for trial_id in runs}
+    rundir.mark_diverged(experiment / "trials" / winner, "epoch 9 batch 1: the training loss is nan: ...")
+    try:
+        rows = trial_rows(outcomes, experiment, load_space(SMOKE).asha.max_t)
+    finally:
+        rundir.clear_diverged(experiment / "trials" / winner)
+    statuses = {row["run"]: row["status"] for row in rows}
+    assert statuses[winner] == f"diverged in epoch {outcomes[winner].epochs + 1}"
+    assert not any(status.startswith("diverged") for run, status in statuses.items() if run != winner)
+    best = best_config(rows, storage=str(tmp_path), name="best")
+    expected = rundir.read_config(experiment / "trials" / runner_up)
+    expected.run.storage, expected.run.name = str(tmp_path), "best"
+    assert best == expected
+
+
 RESUME_SPACE = """
 config:
   model: {depth: 10, fusion_dim: 16}

@@ -244,7 +244,8 @@ def build_trainer(config: config_lib.Config, *, callbacks: Sequence[Any] = (), r
 def train(config: config_lib.Config, *, resume: bool = False) -> Path:
     """Run (or with `resume`, continue) a training run; returns its run folder.
 
-    A resume that fails before it finishes an epoch puts the run's config.yaml back as it was, so that a plain
+    A run whose training loss diverged ends with that reason (`RUN_DIR/diverged.txt`), not retried. A resume that
+    fails or diverges before it finishes an epoch puts the run's config.yaml back as it was, so that a plain
     `--resume` afterwards does not repeat the settings of the failed attempt (e.g. `--workers 3`)."""
     run_dir = rundir.run_dir_of(config)
     if resume and not (run_dir / rundir.CONFIG).exists():
@@ -252,11 +253,17 @@ def train(config: config_lib.Config, *, resume: bool = False) -> Path:
     saved_config = (run_dir / rundir.CONFIG).read_text() if resume else None
     epochs_before = len(rundir.read_metrics(run_dir)) if resume else 0
     trainer = build_trainer(config, resume=resume)
+    rundir.clear_diverged(run_dir)  # a resumed run trains again from its last checkpoint
     try:
         trainer.fit()
+        failure = None
     except ray.train.TrainingFailedError as exc:
+        hint = "continue it with --resume" if (run_dir / "last.pt").exists() else "no epoch finished"
+        failure = f"failed: {failure_reason(exc)} ({hint})"
+    if failure is None and (diverged := rundir.diverged_reason(run_dir)):
+        failure = f"stopped: {diverged}"
+    if failure:
         if resume and len(rundir.read_metrics(run_dir)) == epochs_before:
             write_text(run_dir / rundir.CONFIG, saved_config)
-        hint = "continue it with --resume" if (run_dir / "last.pt").exists() else "no epoch finished"
-        raise VidfuseError(f"training run {run_dir} failed: {failure_reason(exc)} ({hint})") from None
+        raise VidfuseError(f"training run {run_dir} {failure}") from None
     return run_dir

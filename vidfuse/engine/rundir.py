@@ -24,6 +24,7 @@ from vidfuse.files import write_text
 CONFIG = "config.yaml"
 META = "meta.json"
 METRICS = "metrics.jsonl"
+DIVERGED = "diverged.txt"  # why a run stopped training: its loss stopped being finite (train_loop.Diverged)
 TEST_DIR = "test"
 
 # Keys of every metrics.jsonl record.
@@ -99,3 +100,19 @@ def append_metrics(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:
     path = Path(run_dir) / METRICS
     with path.open("a") as f:
         f.write(json.dumps(record) + "\n")
+
+
+def mark_diverged(run_dir: str | os.PathLike, reason: str) -> None:
+    """Record in the run folder that the run stopped because its training loss diverged, and why."""
+    write_text(Path(run_dir) / DIVERGED, reason + "\n")
+
+
+def diverged_reason(run_dir: str | os.PathLike) -> str | None:
+    """Why the run at `run_dir` stopped diverged (`mark_diverged`), or None if it did not."""
+    path = Path(run_dir) / DIVERGED
+    return path.read_text().strip() if path.exists() else None
+
+
+def clear_diverged(run_dir: str | os.PathLike) -> None:
+    """Forget a divergence: a resumed run trains again from its last checkpoint."""
+    (Path(run_dir) / DIVERGED).unlink(missing_ok=True)

@@ -5,7 +5,8 @@ Each worker builds the model (and loads `pretrain_path`), freezes `ft_begin_inde
 of the validation videos, all-reduces the sums, steps the LR schedule and reports once to Ray (a barrier).
 Rank 0 also writes the run folder: `metrics.jsonl`, `last.pt` and `best.pt`, and hands Ray a checkpoint every
 `checkpoint_every` epochs and whenever the val video accuracy improves. A restarted or resumed worker group
-continues from `ray.train.get_checkpoint()`.
+continues from `ray.train.get_checkpoint()`. A run whose training loss diverges ends normally, on every worker at
+once, with the reason in `RUN_DIR/diverged.txt` (not as a worker error, which Ray would retry).
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ from vidfuse.errors import VidfuseError
 from vidfuse.models import load_pretrained, model_from_config
 
 CHECKPOINT_FILE = "checkpoint.pt"
+
+
+class Diverged(VidfuseError):
+    """The training loss is not finite: raised on every worker at the same batch, so that all stop together."""
 
 
 @dataclass
@@ -78,8 +83,10 @@ def train_one_epoch(model, optimizer, scaler, batches, *, cfg: config_lib.Config
                     total_batches: int, rank: int) -> EpochStats:
     """One epoch over `batches` (this worker's share); the loss and accuracy are summed over all workers.
 
-    A loss that is not finite stops the run (as PySlowFast's NaN check does): training on would only turn the
-    weights into NaN and report epochs of chance accuracy. The checkpoints of the epochs before stay intact."""
+    A loss that is not finite on any worker raises `Diverged` on every worker at that batch (as PySlowFast's NaN
+    check stops a run): training on would only turn the weights into NaN and report epochs of chance accuracy.
+    Each batch's loss is summed over the workers for this check (one scalar all-reduce a step), so that all of
+    them stop together, and none waits in DDP's next all-reduce for one that stopped."""
     model.train()
     loss_fn = nn.CrossEntropyLoss()
     sums = torch.zeros(3, dtype=torch.float64)  # loss * clips, correct clips, clips
@@ -98,10 +105,11 @@ def train_one_epoch(model, optimizer, scaler, batches, *, cfg: config_lib.Config
         scaler.step(optimizer)
         scaler.update()
         n, loss_value = labels.numel(), loss.item()
-        if not math.isfinite(loss_value):
-            raise VidfuseError(f"epoch {epoch} batch {index}: the training loss is {loss_value} (rank {rank}): the "
-                               f"run diverged; start a new one with a lower optim.lr (this one: {cfg.optim.lr:g}) or "
-                               "with optim.grad_clip")
+        workers_loss_sum = _all_reduce_sum(torch.tensor([loss_value], dtype=torch.float64)).item()
+        if not math.isfinite(workers_loss_sum):
+            raise Diverged(f"epoch {epoch} batch {index}: the training loss is {workers_loss_sum}: the run "
+                           f"diverged; start a new one with a lower optim.lr (this one: {cfg.optim.lr:g}) or with "
+                           "optim.grad_clip")
         sums += torch.tensor([loss_value * n, (logits.argmax(1) == labels).sum().item(), n], dtype=torch.float64)
         if rank == 0 and (index % report_every == 0 or index == total_batches):
             rate = sums[2].item() / (time.perf_counter() - start)
@@ -231,8 +239,13 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             batch_size=per_worker_batch, local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,
             prefetch_batches=2, collate_fn=collate, drop_last=True,  # see steps_per_epoch
         )
-        train_stats = train_one_epoch(model, optimizer, scaler, train_batches, cfg=cfg, device=device, epoch=epoch,
-                                      total_batches=total_batches, rank=rank)
+        try:
+            train_stats = train_one_epoch(model, optimizer, scaler, train_batches, cfg=cfg, device=device,
+                                          epoch=epoch, total_batches=total_batches, rank=rank)
+        except Diverged as exc:  # every worker stops here; a retry from the last checkpoint would diverge again
+            if rank == 0:
+                rundir.mark_diverged(run_dir, str(exc))
+            return
         train_seconds = time.perf_counter() - started
         _maybe_inject_fault(loop_config.get("fault"), epoch, rank)
         val_batches = val_shard.iter_torch_batches(batch_size=per_worker_batch, prefetch_batches=2, collate_fn=collate)

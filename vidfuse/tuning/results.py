@@ -18,7 +18,7 @@ from vidfuse.tuning.search import TrialOutcome, trials_dir
 
 TRIAL_COLUMNS = (RESULT_COLUMNS[0], Column("status", "status"), *RESULT_COLUMNS[1:])
 BEST = "best.yaml"
-FINISHED, STOPPED, ERROR = "finished", "stopped by ASHA", "error"
+FINISHED, STOPPED, ERROR, DIVERGED = "finished", "stopped by ASHA", "error", "diverged"
 
 
 @dataclass(frozen=True)
@@ -34,22 +34,28 @@ def trial_rows(outcomes: dict[str, TrialOutcome], experiment: Path, max_t: int) 
     run_dirs = sorted(path.parent for path in trials_dir(experiment).glob(f"*/{rundir.CONFIG}"))
     rows = results_table(run_dirs) if run_dirs else []
     for row in rows:
-        row["status"] = trial_status(outcomes[row["run"]], max_t)
+        diverged = rundir.diverged_reason(row["path"]) is not None
+        row["status"] = trial_status(outcomes[row["run"]], max_t, diverged=diverged)
     failed_early = sorted(set(outcomes) - {row["run"] for row in rows})  # failed before its run folder existed
     return rows + [{"run": trial_id, "status": trial_status(outcomes[trial_id], max_t)} for trial_id in failed_early]
 
 
-def trial_status(outcome: TrialOutcome, max_t: int) -> str:
+def trial_status(outcome: TrialOutcome, max_t: int, *, diverged: bool = False) -> str:
+    """A trial's status in the table. A trial whose training loss diverged ended without error (Ray Train does not
+    retry it) after reporting `outcome.epochs` epochs."""
     if outcome.status == Trial.ERROR:
         return ERROR
+    if diverged:
+        return f"{DIVERGED} in epoch {outcome.epochs + 1}"
     return FINISHED if outcome.epochs >= max_t else f"{STOPPED} at epoch {outcome.epochs}"
 
 
 def best_config(rows: list[dict[str, Any]], storage: str, name: str) -> config_lib.Config:
     """The config of the trial with the best epoch (highest val video accuracy, ties: lower val loss), as a new
-    run `<storage>/<name>`."""
+    run `<storage>/<name>`. A trial that diverged is left out: its settings are not safe to train again."""
     best_scores = {row["path"]: rundir.val_score(rundir.best_record(rundir.read_metrics(row["path"])))
-                   for row in rows if row.get("val_video_acc") is not None}
+                   for row in rows
+                   if row.get("val_video_acc") is not None and not row["status"].startswith(DIVERGED)}
     if not best_scores:
         raise VidfuseError("no trial finished an epoch: no best config (see the trials' errors above)")
     config = rundir.read_config(max(best_scores, key=best_scores.get))
