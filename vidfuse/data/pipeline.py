@@ -87,7 +87,7 @@ def decode_frames(jpegs: Sequence[JPEG], *, reduction: int = 1) -> torch.Tensor:
 
     simplejpeg (libjpeg-turbo) decodes each frame straight into its slot of one array, from Arrow's buffer as it
     is. Against torchvision's decoder (a tensor per frame, stacked afterwards), measured here: the same pixels,
-    ~7 % faster decoding alone and ~5 % more clips/s from a Ray decoder (benchmarks/data_pipeline.py). A frame
+    ~5 % faster decoding alone and ~6 % more clips/s from a Ray decoder (benchmarks/data_pipeline.py). A frame
     whose size differs from the first's is a ValueError, as is a JPEG that does not decode."""
     first = np.frombuffer(jpegs[0], dtype=np.uint8)
     height, width, _, _ = simplejpeg.decode_jpeg_header(first)
