@@ -96,11 +96,12 @@ def test_train_mode_draws_new_windows_and_crops_every_epoch(tiny_dataset, ray_se
     assert re.search(r"ReadFiles\w*->Project->MapBatches\(decode_clips\)", ds.stats())
 
 
-@pytest.mark.parametrize("mode, subset", [("val", "val"), ("train", "train")])
-def test_worker_decode_gives_the_decoders_clips(tiny_dataset, ray_session, mode, subset):
+@pytest.mark.parametrize("mode, subset, size", [("val", "val", S), ("train", "train", S), ("train", "train", 16)])
+def test_worker_decode_gives_the_decoders_clips(tiny_dataset, ray_session, mode, subset, size):
     """decode_on="worker": rows carry each window's JPEGs and crop; decoding them where they are consumed (here on
-    the CPU) gives exactly the clips the decoders make, random crops and flips included."""
-    options = dict(split=1, subset=subset, mode=mode, sample_duration=T, sample_size=S, seed=5)
+    the CPU) gives exactly the clips the decoders make, random crops and flips included, and at size 16 the draft
+    decodes at half size (48 // 2 >= 16 / scale) of the larger crops too."""
+    options = dict(split=1, subset=subset, mode=mode, sample_duration=T, sample_size=size, seed=5)
     decoded = _by_key(_collect(clip_dataset(tiny_dataset.parquet, **options)))
     batches = list(clip_dataset(tiny_dataset.parquet, decode_on="worker", **options).iter_batches(
         batch_size=None, batch_format="numpy"))
@@ -109,8 +110,8 @@ def test_worker_decode_gives_the_decoders_clips(tiny_dataset, ray_session, mode,
     picked = {}
     for batch in batches:
         assert all(len(window) == T for window in batch["jpegs"])
-        clips = decode_windows(batch, size=S, device="cpu")
-        assert clips.shape == (len(batch["jpegs"]), T, S, S, 3) and clips.dtype == torch.uint8
+        clips = decode_windows(batch, size=size, device="cpu")
+        assert clips.shape == (len(batch["jpegs"]), T, size, size, 3) and clips.dtype == torch.uint8
         picked.update(zip(zip(batch["video_index"].tolist(), batch["clip_index"].tolist()), clips.numpy()))
     assert set(picked) == set(decoded)
     for key, row in decoded.items():
@@ -153,8 +154,9 @@ def test_decode_frames_matches_pillow_and_decodes_small_when_the_crop_allows(sha
     assert full.shape == (2, 240, 320, 3) and full.dtype == torch.uint8
     assert np.abs(full[0].numpy().astype(int) - pillow()).mean() < 1.0  # two libjpeg builds, same image
     assert torch.equal(full[0], full[1])
-    halves = decode_frames([data, data], reduction=2)  # a draft decode at half size
+    halves = decode_frames([data, data], min_short_side=120)  # a draft decode at half size
     assert halves.shape == (2, 120, 160, 3)
+    assert decode_frames([data], min_short_side=121).shape == (1, 240, 320, 3)  # half size would be too small
     assert np.abs(halves[0].numpy().astype(int) - pillow(draft=(160, 120))).mean() < 1.0
     assert [draft_reduction(240, m) for m in (200, 120, 112, 60, 30, 20)] == [1, 2, 2, 4, 8, 8]
     buffer = io.BytesIO()

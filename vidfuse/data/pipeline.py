@@ -65,7 +65,7 @@ DECODER_ENV_VARS = {"RAY_DATA_PARQUET_READER_CPU_COUNT": "1", "RAY_DATA_PARQUET_
 # actor, with its 128 I/O threads, reads the footers of hundreds of shards. A value set by the user wins.
 FOOTER_READERS_ENV = ("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", "1")
 VIDEOS_PER_BATCH = 8  # videos per output batch of a decoder
-VIDEO_COLUMNS = ["video_index", "video_id", "label", "n_frames", "height", "width", "frames"]  # what decoding reads
+VIDEO_COLUMNS = ["video_index", "video_id", "label", "n_frames", "frames"]  # what decoding reads
 DECODE_ON = ("decoders", "worker")  # where clips are decoded: see clip_dataset
 
 
@@ -80,17 +80,17 @@ def draft_reduction(short_side: int, min_short_side: int) -> int:
 JPEG = bytes | pa.Buffer  # a stored frame: bytes, or a zero-copy slice of an Arrow buffer (StoredFrames)
 
 
-def decode_frames(jpegs: Sequence[JPEG], *, reduction: int = 1) -> torch.Tensor:
-    """Decode the JPEGs of frames of one size (one video's) on the CPU to uint8 (T, H, W, C), at 1/`reduction` of
-    their size (libjpeg's DCT scaling, as Pillow's `draft`: the pixels a reduced decode would discard are never
-    made).
+def decode_frames(jpegs: Sequence[JPEG], *, min_short_side: int | None = None) -> torch.Tensor:
+    """Decode the JPEGs of frames of one size (one video's) on the CPU to uint8 (T, H, W, C): at full size, or, with
+    `min_short_side`, at the largest draft reduction that keeps the short side at least that (libjpeg's DCT
+    scaling, as Pillow's `draft`: the pixels a reduced decode would discard are never made).
 
     simplejpeg (libjpeg-turbo) decodes each frame straight into its slot of one array, from Arrow's buffer as it
     is. Against torchvision's decoder (a tensor per frame, stacked afterwards), measured here: the same pixels,
     ~5 % faster decoding alone and ~6 % more clips/s from a Ray decoder (benchmarks/data_pipeline.py). A frame
     whose size differs from the first's is a ValueError, as is a JPEG that does not decode."""
-    first = np.frombuffer(jpegs[0], dtype=np.uint8)
-    height, width, _, _ = simplejpeg.decode_jpeg_header(first)
+    height, width, _, _ = simplejpeg.decode_jpeg_header(np.frombuffer(jpegs[0], dtype=np.uint8))
+    reduction = 1 if min_short_side is None else draft_reduction(min(height, width), min_short_side)
     clip = np.empty((len(jpegs), math.ceil(height / reduction), math.ceil(width / reduction), 3), dtype=np.uint8)
     for slot, jpeg in zip(clip, jpegs):
         frame = simplejpeg.decode_jpeg(np.frombuffer(jpeg, dtype=np.uint8), buffer=slot, min_factor=reduction,
@@ -173,7 +173,6 @@ class StoredVideo:
     label: int
     video_index: int
     video_id: str
-    short_side: int
     windows: list[Window]
     stored: StoredFrames
     row: int
@@ -186,7 +185,7 @@ class StoredVideo:
         reduction), else at full size. A frame that does not decode (a damaged data set) is an error naming the
         video and its frames."""
         try:
-            return decode_frames(self.jpegs(indices), reduction=draft_reduction(self.short_side, min_short_side))
+            return decode_frames(self.jpegs(indices), min_short_side=min_short_side)
         except DECODE_ERRORS as exc:
             raise undecodable(self.video_id, min(indices), max(indices), exc) from None
 
@@ -210,9 +209,7 @@ def _subset_videos(
             windows = plan_windows(int(columns["n_frames"][row]), mode=mode, sample_duration=sample_duration,
                                    sample_stride=sample_stride, n_val_clips=n_val_clips, rng=rng, augment=augment)
             yield StoredVideo(label=int(columns["label"][row]), video_index=int(columns["video_index"][row]),
-                              video_id=str(columns["video_id"][row]),
-                              short_side=int(min(columns["height"][row], columns["width"][row])),
-                              windows=windows, stored=stored, row=int(row))
+                              video_id=str(columns["video_id"][row]), windows=windows, stored=stored, row=int(row))
 
 
 def _in_batches(videos: Iterator[StoredVideo], size: int) -> Iterator[list[StoredVideo]]:

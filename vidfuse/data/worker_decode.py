@@ -4,7 +4,8 @@ The Ray Data tasks then only read the Parquet rows and pick each clip's JPEGs (`
 the Train worker (or test scorer) decodes a batch of them and crops, resizes and flips each clip there with the
 same `crop_clip` as the CPU decoders. On a GPU, all the batch's JPEGs go to nvjpeg in one batched decode
 (torchvision's); for GPU nodes whose CPUs cannot decode as fast as the GPUs train. On a CPU device each window is
-decoded by the CPU decoders' own `decode_frames`, so the clips are exactly theirs (tests/test_pipeline.py).
+decoded by the CPU decoders' own `decode_frames`, draft reduction included, so the clips are exactly theirs
+(tests/test_pipeline.py).
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from vidfuse.errors import VidfuseError
 INDEX_COLUMNS = ("label", "video_index", "clip_index")
 
 
-def decode_window_frames(windows: Sequence[Sequence[bytes]], device: torch.device | str) -> list[torch.Tensor]:
+def decode_window_frames(windows: Sequence[Sequence[bytes]], min_short_sides: Sequence[int],
+                         device: torch.device | str) -> list[torch.Tensor]:
     """Each window's JPEGs -> its frames, uint8 (T, H, W, C) on `device`: one batched nvjpeg call for all of them on
-    a GPU, `pipeline.decode_frames` per window on the CPU."""
+    a GPU (at full size), `pipeline.decode_frames` per window on the CPU (at the draft reduction that keeps its
+    short side >= `min_short_sides[i]`, as the CPU decoders do)."""
     if torch.device(device).type == "cpu":
-        return [decode_frames(window) for window in windows]
+        return [decode_frames(window, min_short_side=least) for window, least in zip(windows, min_short_sides)]
     data = [torch.frombuffer(bytearray(jpeg), dtype=torch.uint8) for window in windows for jpeg in window]
     frames = decode_jpeg(data, mode=ImageReadMode.RGB, device=device)  # N * T (3, H, W), stored (H, W, 3)
     starts = np.cumsum([0, *map(len, windows)])
@@ -38,21 +41,23 @@ def decode_window_frames(windows: Sequence[Sequence[bytes]], device: torch.devic
 def decode_windows(batch: dict[str, np.ndarray], *, size: int, device: torch.device | str) -> torch.Tensor:
     """Rows of `pipeline.pick_window_jpegs` -> uint8 clips (N, T, size, size, C) on `device`."""
     windows = [list(jpegs) for jpegs in batch["jpegs"]]  # N windows of T JPEGs (bytes)
+    crops = [Crop(scale=float(scale), position=str(position), flip=bool(flip))
+             for scale, position, flip in zip(batch["crop_scale"], batch["crop_position"], batch["crop_flip"])]
+    min_short_sides = [crop.min_short_side(size) for crop in crops]
     try:
-        frames = decode_window_frames(windows, device)  # N (T, H, W, C)
+        frames = decode_window_frames(windows, min_short_sides, device)  # N (T, H, W, C)
     except DECODE_ERRORS:
-        raise _first_undecodable(batch, windows, device) from None
-    crops = (Crop(scale=float(scale), position=str(position), flip=bool(flip))
-             for scale, position, flip in zip(batch["crop_scale"], batch["crop_position"], batch["crop_flip"]))
+        raise _first_undecodable(batch, windows, min_short_sides, device) from None
     return torch.stack([crop_clip(clip, crop, size) for clip, crop in zip(frames, crops)])
 
 
-def _first_undecodable(batch: dict[str, np.ndarray], windows: list[list[bytes]], device) -> VidfuseError:
+def _first_undecodable(batch: dict[str, np.ndarray], windows: list[list[bytes]], min_short_sides: list[int],
+                       device: torch.device | str) -> VidfuseError:
     """The error naming the first window of `batch` that does not decode (decoding the batch failed: each window
     is decoded again on its own to find it)."""
-    for row, window in enumerate(windows):
+    for row, (window, least) in enumerate(zip(windows, min_short_sides)):
         try:
-            decode_window_frames([window], device)
+            decode_window_frames([window], [least], device)
         except DECODE_ERRORS as exc:
             return undecodable(str(batch["video_id"][row]), int(batch["first_frame"][row]),
                                int(batch["last_frame"][row]), exc)
