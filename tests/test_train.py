@@ -47,7 +47,7 @@ def tiny_config(tiny_dataset, storage, name: str, **extra: object) -> config_lib
 @pytest.fixture(scope="module")
 def straight_run(ray_session, tiny_dataset, tmp_path_factory):
     storage = tmp_path_factory.mktemp("runs")
-    return train(tiny_config(tiny_dataset, storage, "straight"))
+    return train(tiny_config(tiny_dataset, storage, "straight", **{"run.deterministic": True}))
 
 
 def _decode(frames: list[bytes]) -> list[np.ndarray]:
@@ -114,6 +114,30 @@ def test_two_workers_learn_and_log_every_metric(straight_run, tiny_dataset):
     assert [r["lr"] for r in records] == pytest.approx([0.001] + [0.002 * f for f in half_cosine])
     assert records[-1]["val_video_acc"] == pytest.approx(_val_video_accuracy(straight_run, cfg), abs=1e-9)
     assert records[-1]["val_videos"] == len(video_table(tiny_dataset.parquet, split=1, subset="val"))
+
+
+def test_a_deterministic_run_repeats_to_the_last_digit(straight_run, tmp_path):
+    """`run.deterministic`: the same config trained again gives the same clips to the same workers in the same
+    order (Ray Data keeps its tasks' order; each worker's local shuffle is seeded), so every metric of every epoch
+    and every weight come out identical."""
+    config = config_lib.apply_overrides(rundir.read_config(straight_run), [f"run.storage={tmp_path}"])
+    options = build_trainer(config).data_config._user_execution_options
+    assert options["train"].preserve_order and options["val"].preserve_order
+    config.run.name = "again"
+    again = train(config)
+    timing = ("clips_per_s", "epoch_seconds")
+    first, second = ([{k: v for k, v in r.items() if k not in timing} for r in rundir.read_metrics(run)]
+                     for run in (straight_run, again))
+    assert len(first) == 5 and first == second
+    weights = [load_checkpoint(run / "last.pt")["model"] for run in (straight_run, again)]
+    assert all(torch.equal(weights[0][name], weights[1][name]) for name in weights[0])
+
+
+def test_each_epoch_and_worker_shuffles_with_its_own_seed():
+    from vidfuse.engine.train_loop import shuffle_seed
+
+    seeds = {(epoch, rank): shuffle_seed(0, epoch, rank) for epoch in (1, 2, 3) for rank in (0, 1)}
+    assert len(set(seeds.values())) == 6 and seeds[(2, 1)] == shuffle_seed(0, 2, 1) != shuffle_seed(1, 2, 1)
 
 
 def test_checkpoints_hold_the_whole_state_and_load_weights_only(straight_run):

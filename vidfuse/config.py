@@ -87,7 +87,10 @@ class RunConfig:
     keep_checkpoints: int = 2  # periodic checkpoints kept besides the best
     max_failures: int = 1  # worker restarts from the last checkpoint before giving up; -1: no limit
     use_subclusters: bool = False  # cluster.yaml: train on nodes labelled ray-subcluster=training, decode on =data
-    seed: int = 0  # seeds model init, clip sampling and crops
+    seed: int = 0  # seeds model init, clip sampling and crops, and each worker's shuffle
+    # The same clips in the same order to the same workers every run (Ray Data keeps its tasks' order, at some
+    # throughput cost) and cuDNN's deterministic kernels: a run repeats to the last digit on the same machine
+    deterministic: bool = False
 
 
 @dataclass
@@ -300,7 +303,7 @@ def validate(config: Config) -> None:
 RESUMABLE_KEYS = (
     "run.name", "run.storage", "data.path", "data.decode_workers", "data.decode_on", "run.epochs", "run.workers",
     "run.gpus_per_worker", "run.cpus_per_worker", "run.precision", "run.checkpoint_every", "run.keep_checkpoints",
-    "run.max_failures", "run.use_subclusters",
+    "run.max_failures", "run.use_subclusters", "run.deterministic",
 )
 
 

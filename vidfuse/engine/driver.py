@@ -205,11 +205,16 @@ def build_trainer(config: config_lib.Config, *, callbacks: Sequence[Any] = (), r
                             **clip_options),
     }
     data_options = None
-    if config.run.use_subclusters:  # decode on the CPU nodes, train on the GPU nodes of cluster.yaml
+    if config.run.use_subclusters or config.run.deterministic:
         from ray.data import ExecutionOptions
 
-        on_data_nodes = ExecutionOptions(label_selector={SUBCLUSTER_LABEL: "data"})
-        data_options = {"train": on_data_nodes, "val": on_data_nodes}
+        options = ExecutionOptions(
+            # decode on the CPU nodes, train on the GPU nodes of cluster.yaml
+            label_selector={SUBCLUSTER_LABEL: "data"} if config.run.use_subclusters else None,
+            # blocks leave in the order of their tasks, so each worker gets the same clips every run
+            preserve_order=config.run.deterministic,
+        )
+        data_options = {"train": options, "val": options}
     scaling = ray.train.ScalingConfig(
         num_workers=config.run.workers, use_gpu=use_gpu, resources_per_worker=resources,
         label_selector={SUBCLUSTER_LABEL: "training"} if config.run.use_subclusters else None,

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import ray.train
 import ray.train.torch
 import torch
@@ -184,6 +185,12 @@ def steps_per_epoch(num_videos: int, batch_size: int, world: int) -> int:
     return num_videos // world // worker_batch_size(batch_size, world)
 
 
+def shuffle_seed(seed: int, epoch: int, rank: int) -> int:
+    """The seed of a worker's local shuffle in an epoch: another order every epoch and worker, the same in every run
+    with the same `run.seed` (and a resumed run's epochs shuffle as they would have without the stop)."""
+    return int(np.random.SeedSequence([seed, epoch, rank]).generate_state(1)[0])
+
+
 def resumed_best_score(state: dict[str, Any]) -> float:
     """The best `rundir.val_score` a run resumed from checkpoint `state` must beat to replace `best.pt`.
     Checkpoints written before val_score kept the best val video accuracy alone: the same bar, without the
@@ -202,6 +209,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     device = ray.train.torch.get_device()
 
     torch.manual_seed(cfg.run.seed)
+    if cfg.run.deterministic:  # as MMAction2's `deterministic`: no autotuned, run-to-run varying cuDNN kernels
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
     model = model_from_config(cfg.model, cfg.data)
     if cfg.model.pretrain_path:
         load_pretrained(model, cfg.model.pretrain_path)
@@ -237,6 +246,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         started = time.perf_counter()
         train_batches = train_shard.iter_torch_batches(
             batch_size=per_worker_batch, local_shuffle_buffer_size=cfg.data.shuffle_buffer or None,
+            local_shuffle_seed=shuffle_seed(cfg.run.seed, epoch, rank),
             prefetch_batches=2, collate_fn=collate, drop_last=True,  # see steps_per_epoch
         )
         try:
