@@ -29,6 +29,7 @@ TRAIN_SETTINGS = {
     "data.norm": "imagenet", "data.min_crop_scale": 1.0, "data.hflip": False,
     "optim.optimizer": "adamw", "optim.lr": 0.002, "optim.weight_decay": 1e-4, "optim.scheduler": "cosine",
     "optim.warmup_epochs": 1, "run.epochs": 30, "run.batch_size": 16, "run.workers": 2, "run.checkpoint_every": 5,
+    "run.deterministic": True,
 }
 CLASSES = 6  # the synthetic set's moves, growing and shrinking; spinning (classes 7, 8) needs longer training
 VIDEOS_PER_CLASS = 96
