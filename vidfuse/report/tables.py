@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vidfuse import config as config_lib
-from vidfuse.engine.rundir import best_record
+from vidfuse.engine.rundir import best_record, diverged_reason
 from vidfuse.files import write_text
 from vidfuse.report.runs import RunRecord, find_run_dirs, read_run
 from vidfuse.report.stats import mean_std
@@ -80,9 +80,11 @@ _AVERAGED = ("epochs", "best_epoch", "val_video_acc", "test_top1_error", "test_t
 
 
 def _notes(run: RunRecord) -> str:
-    """What makes a row's numbers not what they would normally mean: validation on the test list, or test
-    results of another checkpoint than best.pt or of fewer windows than all."""
-    notes = ["val on the test list"] if run.config.data.val_from_test else []
+    """What makes a row's numbers not what they would normally mean: a run that stopped because its loss diverged,
+    validation on the test list, or test results of another checkpoint than best.pt or of fewer windows than all."""
+    notes = [f"diverged in epoch {len(run.metrics) + 1}"] if diverged_reason(run.path) is not None else []
+    if run.config.data.val_from_test:
+        notes.append("val on the test list")
     if run.test:
         checkpoint = Path(run.test.get("checkpoint", run.path / "best.pt"))
         if checkpoint.parent.resolve() != run.path.resolve():
