@@ -8,3 +8,12 @@ non-zero instead of showing a traceback.
 
 class VidfuseError(Exception):
     """Bad input from the user: the message is one line that names the offending file or value."""
+
+
+def root_cause(error: BaseException) -> BaseException:
+    """The exception under Ray's wrappers: a RayTaskError's `cause` (the worker's own exception), then the last of
+    its `__cause__` chain (Ray Data's UserCodeException wraps the error raised in vidfuse's code)."""
+    cause = getattr(error, "cause", None) or error
+    while cause.__cause__ is not None:
+        cause = cause.__cause__
+    return cause

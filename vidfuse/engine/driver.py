@@ -24,7 +24,7 @@ from vidfuse.data.transforms import Augment
 from vidfuse.engine import rundir
 from vidfuse.engine.ray_runtime import TRAIN_CONSOLE_LOG_LEVEL, ensure_ray
 from vidfuse.engine.train_loop import steps_per_epoch, train_loop_per_worker, worker_batch_size
-from vidfuse.errors import VidfuseError
+from vidfuse.errors import VidfuseError, root_cause
 from vidfuse.files import write_text
 from vidfuse.models import count_gflops, count_parameters, load_pretrained, model_from_config
 
@@ -132,9 +132,7 @@ def failure_reason(error: Exception) -> str:
         where = f"worker {rank}: "
     else:
         cause, where = getattr(error, "controller_failure", None) or error, ""
-    cause = getattr(cause, "cause", None) or cause  # a RayTaskError wraps the worker's own exception
-    while cause.__cause__ is not None:  # ... and Ray Data's UserCodeException the error raised in vidfuse's code
-        cause = cause.__cause__
+    cause = root_cause(cause)
     lines = str(cause).strip().splitlines()
     if isinstance(cause, VidfuseError) and lines:  # vidfuse's own message names the problem
         return f"{where}{lines[0]}"

@@ -35,7 +35,7 @@ from vidfuse.engine.checkpoint import copy_checkpoint, load_checkpoint, save_che
 from vidfuse.engine.optim import build_optimizer, build_scheduler, current_lr, step_scheduler
 from vidfuse.engine.precision import autocast
 from vidfuse.engine.ray_runtime import quiet_train_reports
-from vidfuse.errors import VidfuseError
+from vidfuse.errors import VidfuseError, root_cause
 from vidfuse.models import load_pretrained, model_from_config
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -199,7 +199,19 @@ def resumed_best_score(state: dict[str, Any]) -> float:
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Entry point of every Ray Train worker; `loop_config` comes from `driver.build_trainer`."""
+    """Entry point of every Ray Train worker; `loop_config` comes from `driver.build_trainer`.
+
+    vidfuse's own errors (a damaged data set, a checkpoint that does not fit) leave the worker as one VidfuseError
+    with their message alone: Ray Train logs a failed worker's traceback, and the one of an error met in Ray Data's
+    iterator holds its frames and the remote traceback of Ray's wrapper (~100 lines for a damaged frame)."""
+    try:
+        _train(loop_config)
+    except VidfuseError as exc:
+        raise VidfuseError(str(root_cause(exc))) from None
+
+
+def _train(loop_config: dict[str, Any]) -> None:
+    """The worker's whole run: build, restore, then train and validate every epoch (see the module docstring)."""
     quiet_train_reports()
     cfg = config_lib.from_dict(loop_config["config"])
     labels: list[str] = loop_config["labels"]
