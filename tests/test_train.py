@@ -28,7 +28,7 @@ from vidfuse.engine.checkpoint import load_checkpoint
 from vidfuse.engine.driver import FAULT_ENV, build_trainer, failure_reason, train
 from vidfuse.engine.ray_runtime import TRAIN_CONSOLE_LOG_LEVEL, ensure_ray, quiet_train_reports, release_ray
 from vidfuse.engine.train_loop import resumed_best_score
-from vidfuse.errors import VidfuseError
+from vidfuse.errors import VidfuseError, root_cause
 from vidfuse.models import build_model, model_from_config
 
 
@@ -321,6 +321,10 @@ def test_a_workers_own_error_leaves_it_as_its_message_alone(monkeypatch):
         train_loop.train_loop_per_worker({})
     assert str(error.value) == str(own) and error.value.__cause__ is None and error.value.__suppress_context__
     assert len("".join(traceback.format_exception(error.value)).splitlines()) <= 8
+    try:  # vidfuse's own error raised from another one: its own message, not the one under it
+        raise VidfuseError("a.pth: not a checkpoint of resnet-10") from OSError("read error")
+    except VidfuseError as chained:
+        assert root_cause(chained) is chained
 
 
 def test_ray_console_shows_train_warnings_only_and_a_callers_ray_outlives_errors(ray_session, tiny_dataset,

@@ -11,9 +11,10 @@ class VidfuseError(Exception):
 
 
 def root_cause(error: BaseException) -> BaseException:
-    """The exception under Ray's wrappers: a RayTaskError's `cause` (the worker's own exception), then the last of
-    its `__cause__` chain (Ray Data's UserCodeException wraps the error raised in vidfuse's code)."""
+    """The exception under Ray's wrappers: a RayTaskError's `cause` (the worker's own exception), then down its
+    `__cause__` chain (Ray Data's UserCodeException wraps the error raised in vidfuse's code) to the first
+    VidfuseError, whose message names the problem, or else to the last exception."""
     cause = getattr(error, "cause", None) or error
-    while cause.__cause__ is not None:
+    while cause.__cause__ is not None and not isinstance(cause, VidfuseError):
         cause = cause.__cause__
     return cause
