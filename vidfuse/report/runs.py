@@ -39,13 +39,15 @@ def find_run_dirs(paths: Sequence[str | os.PathLike]) -> list[Path]:
 
 @dataclass
 class RunRecord:
-    """What one run folder says about itself: config, meta data, epoch metrics and test results (if tested)."""
+    """What one run folder says about itself: config, meta data, epoch metrics, test results (if tested) and
+    why it diverged (if it did)."""
 
     path: Path
     config: config_lib.Config
     meta: dict[str, Any] = field(default_factory=dict)
     metrics: list[dict[str, Any]] = field(default_factory=list)
     test: dict[str, Any] | None = None  # test/summary.json, None when `test` has not run
+    diverged: str | None = None  # why its training loss diverged (diverged.txt), None when it did not
 
     @property
     def name(self) -> str:
@@ -61,4 +63,5 @@ def read_run(path: str | os.PathLike) -> RunRecord:
         meta=rundir.read_meta(path),
         metrics=rundir.read_metrics(path),
         test=testdir.read_summary(path),
+        diverged=rundir.diverged_reason(path),
     )

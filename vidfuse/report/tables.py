@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from vidfuse import config as config_lib
-from vidfuse.engine.rundir import best_record, diverged_reason
+from vidfuse.engine.rundir import best_record
 from vidfuse.files import write_text
 from vidfuse.report.runs import RunRecord, find_run_dirs, read_run
 from vidfuse.report.stats import mean_std
@@ -82,7 +82,7 @@ _AVERAGED = ("epochs", "best_epoch", "val_video_acc", "test_top1_error", "test_t
 def _notes(run: RunRecord) -> str:
     """What makes a row's numbers not what they would normally mean: a run that stopped because its loss diverged,
     validation on the test list, or test results of another checkpoint than best.pt or of fewer windows than all."""
-    notes = [f"diverged in epoch {len(run.metrics) + 1}"] if diverged_reason(run.path) is not None else []
+    notes = [f"diverged in epoch {len(run.metrics) + 1}"] if run.diverged is not None else []
     if run.config.data.val_from_test:
         notes.append("val on the test list")
     if run.test:
@@ -119,6 +119,7 @@ def run_row(run: RunRecord) -> dict[str, Any]:
         "config": "",
         "notes": _notes(run),
         "path": str(run.path),
+        "diverged": run.diverged is not None,
     }
 
 
@@ -158,7 +159,7 @@ def _sort_key(row: dict[str, Any]) -> tuple:
 
 
 def results_table(run_dirs: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
-    """Rows (dicts keyed by `RESULT_COLUMNS` keys, plus `path`) for run folders or folders of run folders
+    """Rows (dicts keyed by `RESULT_COLUMNS` keys, plus `path` and `diverged`) for run folders or folders of run folders
     (Tune experiments), plus one mean ± std row per group of runs that differ only in split; sorted by test
     top-1 error. Values are raw: fractions, counts, `MeanStd` for the averaged rows, None where missing."""
     runs = [read_run(path) for path in find_run_dirs(list(run_dirs))]

@@ -34,8 +34,7 @@ def trial_rows(outcomes: dict[str, TrialOutcome], experiment: Path, max_t: int) 
     run_dirs = sorted(path.parent for path in trials_dir(experiment).glob(f"*/{rundir.CONFIG}"))
     rows = results_table(run_dirs) if run_dirs else []
     for row in rows:
-        diverged = rundir.diverged_reason(row["path"]) is not None
-        row["status"] = trial_status(outcomes[row["run"]], max_t, diverged=diverged)
+        row["status"] = trial_status(outcomes[row["run"]], max_t, diverged=row["diverged"])
     failed_early = sorted(set(outcomes) - {row["run"] for row in rows})  # failed before its run folder existed
     return rows + [{"run": trial_id, "status": trial_status(outcomes[trial_id], max_t)} for trial_id in failed_early]
 
