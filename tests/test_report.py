@@ -104,7 +104,7 @@ def test_notes_flag_divergence_val_on_the_test_list_and_tests_of_another_checkpo
     borrowed = make_run(tmp_path, "borrowed", correct=correctness(35),
                         tested={"checkpoint": str(tmp_path / "old" / "best.pt"), "clips_per_video": "all"})
     diverged = make_run(tmp_path, "diverged", overrides=("data.val_from_test=true",))
-    rundir.mark_diverged(diverged, "epoch 4 batch 2: the training loss is nan: ...")
+    rundir.mark_stopped(diverged, rundir.DIVERGED, "epoch 4 batch 2: the training loss is nan: ...")
     rows = {r["run"]: r for r in results_table([plain, old, borrowed, diverged])}
     assert rows["plain"]["notes"] == ""
     assert rows["old"]["notes"] == "val on the test list; tested last.pt; tested 10 clips/video"

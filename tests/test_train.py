@@ -12,8 +12,10 @@ import json
 import math
 import re
 import shutil
+from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -22,6 +24,7 @@ from PIL import Image
 from vidfuse import config as config_lib
 from vidfuse.cli import main
 from vidfuse.data.pipeline import eval_clips, video_table
+from vidfuse.data.prepare import shard_paths
 from vidfuse.data.transforms import to_model_input
 from vidfuse.engine import rundir
 from vidfuse.engine.checkpoint import load_checkpoint
@@ -297,30 +300,37 @@ def test_a_failed_run_names_the_workers_own_error():
                                                               "does not decode"  # vidfuse's own words, no type
 
 
-def test_a_workers_own_error_leaves_it_as_its_message_alone(monkeypatch):
+def test_a_workers_own_error_leaves_it_as_its_message_alone(monkeypatch, tmp_path):
     """A damaged frame reaches a Train worker as Ray's RayTaskError(VidfuseError), whose text carries the decoder
     task's remote traceback; the worker re-raises vidfuse's own message alone, so Ray Train's log of the failed
     worker is a few lines (measured with a damaged data set: the workers' part of the console fell from ~200 lines
-    to 12)."""
+    to 12). It keeps the message in failed.txt, where the workers of a retry find it and return at once."""
     import traceback
 
     from ray.exceptions import RayTaskError
 
     from vidfuse.engine import train_loop
 
-    own = VidfuseError("video v_a_g01_c01: one of its frames 1-8 does not decode (...): the data set is damaged")
+    message = "video v_a_g01_c01: one of its frames 1-8 does not decode (...): the data set is damaged"
+    own = VidfuseError(f"{message}\nFailed to apply UDF transform after 1/1 attempts\nTo change retry attempts, ...")
     remote = RayTaskError("MapBatches(decode_clips)", "Traceback (most recent call last):\n" + "  File ...\n" * 30,
                           cause=own).as_instanceof_cause()
     assert isinstance(remote, VidfuseError) and len(str(remote).splitlines()) > 30
 
+    attempts = []
+
     def meets_a_damaged_frame(_: dict) -> None:
+        attempts.append(1)
         raise remote
 
     monkeypatch.setattr(train_loop, "_train", meets_a_damaged_frame)
     with pytest.raises(VidfuseError) as error:
-        train_loop.train_loop_per_worker({})
-    assert str(error.value) == str(own) and error.value.__cause__ is None and error.value.__suppress_context__
+        train_loop.train_loop_per_worker({"run_dir": str(tmp_path)})
+    assert str(error.value) == message and error.value.__cause__ is None and error.value.__suppress_context__
     assert len("".join(traceback.format_exception(error.value)).splitlines()) <= 8
+    assert rundir.stop_reason(tmp_path, rundir.FAILED) == message
+    train_loop.train_loop_per_worker({"run_dir": str(tmp_path)})  # a retry's worker: returns, trains nothing
+    assert len(attempts) == 1
     try:  # vidfuse's own error raised from another one: its own message, not the one under it
         raise VidfuseError("a.pth: not a checkpoint of resnet-10") from OSError("read error")
     except VidfuseError as chained:
@@ -402,11 +412,57 @@ def test_a_diverged_run_ends_on_one_line_and_is_not_retried(ray_session, tiny_da
     with pytest.raises(VidfuseError) as error:
         train(cfg)
     run_dir = tmp_path / "diverged"
-    reason = rundir.diverged_reason(run_dir)
+    reason = rundir.stop_reason(run_dir, rundir.DIVERGED)
     match = re.fullmatch(r"epoch (\d) batch \d+: the training loss is (nan|inf): the run diverged; start a new one "
                          r"with a lower optim.lr \(this one: 1e\+38\) or with optim.grad_clip", reason)
     assert match, reason
     assert str(error.value) == f"training run {run_dir} stopped: {reason}"  # not "failed": Ray saw no error
     assert [r["epoch"] for r in rundir.read_metrics(run_dir)] == list(range(1, int(match[1])))
-    rundir.clear_diverged(run_dir)
-    assert rundir.diverged_reason(run_dir) is None
+    rundir.clear_stop_reasons(run_dir)
+    assert rundir.stop_reason(run_dir, rundir.DIVERGED) is None
+
+
+def _damaged_copy(tiny_dataset, out: Path) -> Path:
+    """A copy of the tiny data set whose split-1 train videos hold bytes that are no JPEG instead of frames."""
+    shutil.copytree(tiny_dataset.parquet, out)
+    for shard in shard_paths(out):
+        table = pq.read_table(shard)
+        frames = [[b"not a jpeg"] * len(video) if subset == "train" else video
+                  for video, subset in zip(table["frames"].to_pylist(), table["split1"].to_pylist())]
+        pq.write_table(table.set_column(table.schema.get_field_index("frames"), "frames",
+                                        pa.array(frames, type=table.schema.field("frames").type)), shard)
+    return out
+
+
+def test_a_damaged_data_set_fails_the_run_once_without_a_retry(ray_session, tiny_dataset, tmp_path, monkeypatch):
+    """A retry from the last checkpoint would meet the damage again: with `max_failures=1` the retry's worker finds
+    failed.txt and returns, so Ray's fit() ends without an error (a retry that trained would have failed again),
+    and `train` fails with the message the first worker kept."""
+    from vidfuse.engine import driver
+
+    fits = []
+
+    def recording_trainer(*args, **kwargs):
+        trainer = build_trainer(*args, **kwargs)
+        fit = trainer.fit
+
+        def recorded_fit():
+            fits.append("fit")
+            result = fit()
+            fits.append("returned")
+            return result
+
+        trainer.fit = recorded_fit
+        return trainer
+
+    monkeypatch.setattr(driver, "build_trainer", recording_trainer)
+    cfg = tiny_config(tiny_dataset, tmp_path, "damaged", **{"data.path": _damaged_copy(tiny_dataset, tmp_path / "d"),
+                                                            "run.workers": 1, "run.epochs": 2, "run.max_failures": 1})
+    with pytest.raises(VidfuseError) as error:
+        train(cfg)
+    run_dir = tmp_path / "damaged"
+    reason = rundir.stop_reason(run_dir, rundir.FAILED)
+    assert re.fullmatch(r"video v_\w+: one of its frames \d+-\d+ does not decode \(.+\): the data set is damaged; "
+                        r"prepare it again", reason), reason
+    assert fits == ["fit", "returned"]
+    assert str(error.value) == f"training run {run_dir} failed: {reason} (no epoch finished)"

@@ -146,11 +146,12 @@ def test_a_trial_that_diverged_says_so_and_never_wins(smoke_search, tmp_path):
     winner, runner_up = ranked[-1], ranked[-2]
     outcomes = {trial_id: TrialOutcome(Trial.TERMINATED, len(_tune_results(experiment, trial_id)))
                 for trial_id in runs}
-    rundir.mark_diverged(experiment / "trials" / winner, "epoch 9 batch 1: the training loss is nan: ...")
+    rundir.mark_stopped(experiment / "trials" / winner, rundir.DIVERGED,
+                        "epoch 9 batch 1: the training loss is nan: ...")
     try:
         rows = trial_rows(outcomes, experiment, load_space(SMOKE).asha.max_t)
     finally:
-        rundir.clear_diverged(experiment / "trials" / winner)
+        rundir.clear_stop_reasons(experiment / "trials" / winner)
     statuses = {row["run"]: row["status"] for row in rows}
     assert statuses[winner] == f"diverged in epoch {outcomes[winner].epochs + 1}"
     assert not any(status.startswith("diverged") for run, status in statuses.items() if run != winner)

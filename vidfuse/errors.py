@@ -18,3 +18,10 @@ def root_cause(error: BaseException) -> BaseException:
     while cause.__cause__ is not None and not isinstance(cause, VidfuseError):
         cause = cause.__cause__
     return cause
+
+
+def first_line(error: BaseException) -> str:
+    """The first line of an error's message ("" if it has none): vidfuse's own message is one line, to which Ray
+    Data adds its retry advice when the error was raised in one of its tasks."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else ""

@@ -24,7 +24,7 @@ from vidfuse.data.transforms import Augment
 from vidfuse.engine import rundir
 from vidfuse.engine.ray_runtime import TRAIN_CONSOLE_LOG_LEVEL, ensure_ray
 from vidfuse.engine.train_loop import steps_per_epoch, train_loop_per_worker, worker_batch_size
-from vidfuse.errors import VidfuseError, root_cause
+from vidfuse.errors import VidfuseError, first_line, root_cause
 from vidfuse.files import write_text
 from vidfuse.models import count_gflops, count_parameters, load_pretrained, model_from_config
 
@@ -133,10 +133,10 @@ def failure_reason(error: Exception) -> str:
     else:
         cause, where = getattr(error, "controller_failure", None) or error, ""
     cause = root_cause(cause)
-    lines = str(cause).strip().splitlines()
-    if isinstance(cause, VidfuseError) and lines:  # vidfuse's own message names the problem
-        return f"{where}{lines[0]}"
-    return f"{where}{type(cause).__name__}" + (f": {lines[0]}" if lines else "")
+    line = first_line(cause)
+    if isinstance(cause, VidfuseError) and line:  # vidfuse's own message names the problem
+        return f"{where}{line}"
+    return f"{where}{type(cause).__name__}" + (f": {line}" if line else "")
 
 
 def _fault_from_env() -> dict[str, Any] | None:
@@ -247,23 +247,29 @@ def build_trainer(config: config_lib.Config, *, callbacks: Sequence[Any] = (), r
 def train(config: config_lib.Config, *, resume: bool = False) -> Path:
     """Run (or with `resume`, continue) a training run; returns its run folder.
 
-    A run whose training loss diverged ends with that reason (`RUN_DIR/diverged.txt`), not retried. A resume that
-    fails or diverges before it finishes an epoch puts the run's config.yaml back as it was, so that a plain
-    `--resume` afterwards does not repeat the settings of the failed attempt (e.g. `--workers 3`)."""
+    A run whose training loss diverged ends with that reason (`RUN_DIR/diverged.txt`), and one that met vidfuse's own
+    error with its message (`RUN_DIR/failed.txt`); neither is retried (`train_loop`). A resume that fails or
+    diverges before it finishes an epoch puts the run's config.yaml back as it was, so that a plain `--resume`
+    afterwards does not repeat the settings of the failed attempt (e.g. `--workers 3`)."""
     run_dir = rundir.run_dir_of(config)
     if resume and not (run_dir / rundir.CONFIG).exists():
         raise VidfuseError(f"nothing to resume: {run_dir} holds no run")
     saved_config = (run_dir / rundir.CONFIG).read_text() if resume else None
     epochs_before = len(rundir.read_metrics(run_dir)) if resume else 0
     trainer = build_trainer(config, resume=resume)
-    rundir.clear_diverged(run_dir)  # a resumed run trains again from its last checkpoint
+    rundir.clear_stop_reasons(run_dir)  # a resumed run trains again from its last checkpoint
     try:
         trainer.fit()
-        failure = None
+        ray_error = None
     except ray.train.TrainingFailedError as exc:
+        ray_error = failure_reason(exc)
+    # vidfuse's own error as the first worker to meet it kept it (after which Ray's retries return at once)
+    error = rundir.stop_reason(run_dir, rundir.FAILED) or ray_error
+    failure = None
+    if error is not None:
         hint = "continue it with --resume" if (run_dir / "last.pt").exists() else "no epoch finished"
-        failure = f"failed: {failure_reason(exc)} ({hint})"
-    if failure is None and (diverged := rundir.diverged_reason(run_dir)):
+        failure = f"failed: {error} ({hint})"
+    elif diverged := rundir.stop_reason(run_dir, rundir.DIVERGED):
         failure = f"stopped: {diverged}"
     if failure:
         if resume and len(rundir.read_metrics(run_dir)) == epochs_before:

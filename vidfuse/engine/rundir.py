@@ -5,6 +5,8 @@
     metrics.jsonl    one JSON object per finished epoch (see METRIC_KEYS)
     best.pt last.pt  vidfuse checkpoints (see engine/checkpoint.py)
     test/            summary.json, predictions.jsonl, per_class.csv, confusion.png (written by `test`)
+    diverged.txt     why training stopped when the loss stopped being finite (train_loop.Diverged)
+    failed.txt       vidfuse's own error that stopped a worker (a damaged data set): a retry would meet it again
 Ray Train keeps its own `checkpoint_*` folders beside these.
 """
 
@@ -25,6 +27,7 @@ CONFIG = "config.yaml"
 META = "meta.json"
 METRICS = "metrics.jsonl"
 DIVERGED = "diverged.txt"  # why a run stopped training: its loss stopped being finite (train_loop.Diverged)
+FAILED = "failed.txt"  # why a run's worker stopped on vidfuse's own error, which a retry would meet again
 TEST_DIR = "test"
 
 # Keys of every metrics.jsonl record.
@@ -102,17 +105,18 @@ def append_metrics(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def mark_diverged(run_dir: str | os.PathLike, reason: str) -> None:
-    """Record in the run folder that the run stopped because its training loss diverged, and why."""
-    write_text(Path(run_dir) / DIVERGED, reason + "\n")
+def mark_stopped(run_dir: str | os.PathLike, marker: str, reason: str) -> None:
+    """Record in the run folder why the run stopped training: `marker` is DIVERGED or FAILED."""
+    write_text(Path(run_dir) / marker, reason + "\n")
 
 
-def diverged_reason(run_dir: str | os.PathLike) -> str | None:
-    """Why the run at `run_dir` stopped diverged (`mark_diverged`), or None if it did not."""
-    path = Path(run_dir) / DIVERGED
+def stop_reason(run_dir: str | os.PathLike, marker: str) -> str | None:
+    """Why the run at `run_dir` stopped (`mark_stopped` with `marker`), or None if it did not."""
+    path = Path(run_dir) / marker
     return path.read_text().strip() if path.exists() else None
 
 
-def clear_diverged(run_dir: str | os.PathLike) -> None:
-    """Forget a divergence: a resumed run trains again from its last checkpoint."""
-    (Path(run_dir) / DIVERGED).unlink(missing_ok=True)
+def clear_stop_reasons(run_dir: str | os.PathLike, *, markers: Sequence[str] = (DIVERGED, FAILED)) -> None:
+    """Forget why an earlier attempt stopped (`markers`): a resumed run trains again from its last checkpoint."""
+    for marker in markers:
+        (Path(run_dir) / marker).unlink(missing_ok=True)

@@ -6,11 +6,13 @@ of the validation videos, all-reduces the sums, steps the LR schedule and report
 Rank 0 also writes the run folder: `metrics.jsonl`, `last.pt` and `best.pt`, and hands Ray a checkpoint every
 `checkpoint_every` epochs and whenever the val video accuracy improves. A restarted or resumed worker group
 continues from `ray.train.get_checkpoint()`. A run whose training loss diverges ends normally, on every worker at
-once, with the reason in `RUN_DIR/diverged.txt` (not as a worker error, which Ray would retry).
+once, with the reason in `RUN_DIR/diverged.txt` (not as a worker error, which Ray would retry); a run stopped by
+vidfuse's own error (a damaged data set) is not retried either (`train_loop_per_worker`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import tempfile
@@ -35,7 +37,7 @@ from vidfuse.engine.checkpoint import copy_checkpoint, load_checkpoint, save_che
 from vidfuse.engine.optim import build_optimizer, build_scheduler, current_lr, step_scheduler
 from vidfuse.engine.precision import autocast
 from vidfuse.engine.ray_runtime import quiet_train_reports
-from vidfuse.errors import VidfuseError, root_cause
+from vidfuse.errors import VidfuseError, first_line, root_cause
 from vidfuse.models import load_pretrained, model_from_config
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -202,12 +204,23 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Entry point of every Ray Train worker; `loop_config` comes from `driver.build_trainer`.
 
     vidfuse's own errors (a damaged data set, a checkpoint that does not fit) leave the worker as one VidfuseError
-    with their message alone: Ray Train logs a failed worker's traceback, and the one of an error met in Ray Data's
-    iterator holds its frames and the remote traceback of Ray's wrapper (~100 lines for a damaged frame)."""
+    with their one-line message alone, without the retry advice Ray Data adds: Ray Train logs a failed worker's
+    traceback, and the one of an error met in Ray Data's iterator holds its frames and the remote traceback of
+    Ray's wrapper (~100 lines for a damaged frame).
+
+    A retry from the last checkpoint would meet such an error again (after training up to it again), so its message
+    is kept in `RUN_DIR/failed.txt`, and the workers of Ray Train's retry (`run.max_failures`) return at once when
+    they find it there: the run fails once, and `driver.train` reports the message."""
+    run_dir = Path(loop_config["run_dir"])
+    if rundir.stop_reason(run_dir, rundir.FAILED) is not None:
+        return
     try:
         _train(loop_config)
     except VidfuseError as exc:
-        raise VidfuseError(str(root_cause(exc))) from None
+        message = first_line(root_cause(exc))
+        with contextlib.suppress(OSError):  # a run folder this worker's node cannot write: Ray retries as usual
+            rundir.mark_stopped(run_dir, rundir.FAILED, message)
+        raise VidfuseError(message) from None
 
 
 def _train(loop_config: dict[str, Any]) -> None:
@@ -266,7 +279,7 @@ def _train(loop_config: dict[str, Any]) -> None:
                                           epoch=epoch, total_batches=total_batches, rank=rank)
         except Diverged as exc:  # every worker stops here; a retry from the last checkpoint would diverge again
             if rank == 0:
-                rundir.mark_diverged(run_dir, str(exc))
+                rundir.mark_stopped(run_dir, rundir.DIVERGED, str(exc))
             return
         train_seconds = time.perf_counter() - started
         _maybe_inject_fault(loop_config.get("fault"), epoch, rank)

@@ -63,5 +63,5 @@ def read_run(path: str | os.PathLike) -> RunRecord:
         meta=rundir.read_meta(path),
         metrics=rundir.read_metrics(path),
         test=testdir.read_summary(path),
-        diverged=rundir.diverged_reason(path),
+        diverged=rundir.stop_reason(path, rundir.DIVERGED),
     )

@@ -52,6 +52,9 @@ def run_trial(params: dict[str, Any], *, space: SearchSpace, trials_root: str) -
     config.run.name = tune.get_context().get_trial_id()
     # resume=True: a restarted trial continues its own run folder (a new trial has none yet and starts fresh).
     build_trainer(config, callbacks=[TuneReportCallback()], resume=True).fit()
+    failed = rundir.stop_reason(rundir.run_dir_of(config), rundir.FAILED)  # Ray Train saw no error: see train_loop
+    if failed is not None:
+        raise VidfuseError(failed)
 
 
 def _trainable(space: SearchSpace, experiment: Path):
@@ -86,7 +89,10 @@ def run_search(space: SearchSpace, experiment: str | os.PathLike, *, samples: in
     check_local_resources(space.largest_trial())  # a local Ray has no more than it sees now
     trainable = _trainable(space, experiment)
     if resume:
-        # Errored trials run again too: their Train runs continue from their last checkpoints.
+        # Errored trials run again too: their Train runs continue from their last checkpoints (and find their data
+        # again: a trial that met vidfuse's own error, such as a damaged data set, tries once more).
+        for run_dir in trials_dir(experiment).glob("*/"):
+            rundir.clear_stop_reasons(run_dir, markers=(rundir.FAILED,))  # a diverged trial stays diverged
         tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True).fit()
         return trial_outcomes(experiment)
     asha = space.asha
