@@ -96,7 +96,7 @@ def test_rows_hold_the_runs_numbers_sorted_by_test_error(tmp_path):
     assert untested_cells["val video acc %"] == "90.00"
 
 
-def test_notes_flag_divergence_val_on_the_test_list_and_tests_of_another_checkpoint(tmp_path):
+def test_notes_flag_divergence_failure_val_on_the_test_list_and_tests_of_another_checkpoint(tmp_path):
     plain = make_run(tmp_path, "plain", correct=correctness(40),
                      tested={"checkpoint": str(tmp_path / "plain" / "best.pt"), "clips_per_video": "all"})
     old = make_run(tmp_path, "old", overrides=("data.val_from_test=true",), correct=correctness(30),
@@ -105,10 +105,13 @@ def test_notes_flag_divergence_val_on_the_test_list_and_tests_of_another_checkpo
                         tested={"checkpoint": str(tmp_path / "old" / "best.pt"), "clips_per_video": "all"})
     diverged = make_run(tmp_path, "diverged", overrides=("data.val_from_test=true",))
     rundir.mark_stopped(diverged, rundir.DIVERGED, "epoch 4 batch 2: the training loss is nan: ...")
-    rows = {r["run"]: r for r in results_table([plain, old, borrowed, diverged])}
+    failed = make_run(tmp_path, "failed")
+    rundir.mark_stopped(failed, rundir.FAILED, "video v_a_g01_c01: one of its frames 1-8 does not decode (...)")
+    rows = {r["run"]: r for r in results_table([plain, old, borrowed, diverged, failed])}
     assert rows["plain"]["notes"] == ""
     assert rows["old"]["notes"] == "val on the test list; tested last.pt; tested 10 clips/video"
     assert rows["diverged"]["notes"] == "diverged in epoch 4; val on the test list"  # 3 epochs finished
+    assert rows["failed"]["notes"] == "failed in epoch 4"
     assert rows["borrowed"]["notes"] == f"tested {tmp_path / 'old' / 'best.pt'} (another run's)"
     assert markdown_table(list(rows.values())).splitlines()[0].endswith("| notes |")
     assert "notes" not in markdown_table([rows["plain"]]).splitlines()[0]  # an empty column is left out

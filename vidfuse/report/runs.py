@@ -40,7 +40,7 @@ def find_run_dirs(paths: Sequence[str | os.PathLike]) -> list[Path]:
 @dataclass
 class RunRecord:
     """What one run folder says about itself: config, meta data, epoch metrics, test results (if tested) and
-    why it diverged (if it did)."""
+    why it diverged or failed (if it did)."""
 
     path: Path
     config: config_lib.Config
@@ -48,6 +48,7 @@ class RunRecord:
     metrics: list[dict[str, Any]] = field(default_factory=list)
     test: dict[str, Any] | None = None  # test/summary.json, None when `test` has not run
     diverged: str | None = None  # why its training loss diverged (diverged.txt), None when it did not
+    failed: str | None = None  # vidfuse's own error that stopped it (failed.txt, a damaged data set), None when none
 
     @property
     def name(self) -> str:
@@ -64,4 +65,5 @@ def read_run(path: str | os.PathLike) -> RunRecord:
         metrics=rundir.read_metrics(path),
         test=testdir.read_summary(path),
         diverged=rundir.stop_reason(path, rundir.DIVERGED),
+        failed=rundir.stop_reason(path, rundir.FAILED),
     )

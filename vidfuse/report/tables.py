@@ -80,9 +80,11 @@ _AVERAGED = ("epochs", "best_epoch", "val_video_acc", "test_top1_error", "test_t
 
 
 def _notes(run: RunRecord) -> str:
-    """What makes a row's numbers not what they would normally mean: a run that stopped because its loss diverged,
-    validation on the test list, or test results of another checkpoint than best.pt or of fewer windows than all."""
-    notes = [f"diverged in epoch {len(run.metrics) + 1}"] if run.diverged is not None else []
+    """What makes a row's numbers not what they would normally mean: a run that stopped because its loss diverged or
+    on vidfuse's own error (its epochs are all it has), validation on the test list, or test results of another
+    checkpoint than best.pt or of fewer windows than all."""
+    stops = {"diverged": run.diverged, "failed": run.failed}
+    notes = [f"{how} in epoch {len(run.metrics) + 1}" for how, reason in stops.items() if reason is not None]
     if run.config.data.val_from_test:
         notes.append("val on the test list")
     if run.test:
