@@ -52,7 +52,8 @@ def run_trial(params: dict[str, Any], *, space: SearchSpace, trials_root: str) -
     config.run.name = tune.get_context().get_trial_id()
     # resume=True: a restarted trial continues its own run folder (a new trial has none yet and starts fresh).
     build_trainer(config, callbacks=[TuneReportCallback()], resume=True).fit()
-    failed = rundir.stop_reason(rundir.run_dir_of(config), rundir.FAILED)  # Ray Train saw no error: see train_loop
+    # vidfuse's own error ends Ray Train's retry without an error (train_loop_per_worker): the trial fails with it
+    failed = rundir.stop_reason(rundir.run_dir_of(config), rundir.FAILED)
     if failed is not None:
         raise VidfuseError(failed)
 
