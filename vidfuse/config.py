@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from vidfuse.errors import VidfuseError
+from vidfuse.errors import VidfuseError, first_line
 from vidfuse.files import write_text
 
 
@@ -220,7 +220,7 @@ def read_yaml(path: Path) -> Any:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        problem = getattr(exc, "problem", None) or first_line(exc)
         raise VidfuseError(f"{path}: not valid YAML{where} ({problem})") from None
 
 

@@ -49,7 +49,7 @@ from vidfuse.data.prepare import read_meta, shard_paths
 from vidfuse.data.sampling import MODES, clip_starts, window_indices
 from vidfuse.data.splits import SUBSETS
 from vidfuse.data.transforms import CENTRE_CROP, Augment, Crop, crop_clip, random_crop, resize_short_side
-from vidfuse.errors import VidfuseError
+from vidfuse.errors import VidfuseError, first_line
 
 DRAW = "draw"  # per-row uniform [0, 1) column that seeds a train row's window and crop
 DECODER_CPUS = 1.0  # a decoder (read + decode task) keeps one core busy
@@ -109,8 +109,8 @@ def undecodable(video_id: str, first: int, last: int, error: Exception) -> Vidfu
     data set. It gives the decoder's first line without the C function that libjpeg-turbo names first
     ("tjDecompressHeader3(): ...") or the source file and line that torchvision does ("decode_jpeg,
     .../decode_jpeg.cpp:171, ...")."""
-    lines = str(error).strip().splitlines()
-    reason = re.sub(r"^(\w+\(\): |decode_jpeg, \S+:\d+, )", "", lines[0]) if lines else type(error).__name__
+    line = first_line(error)
+    reason = re.sub(r"^(\w+\(\): |decode_jpeg, \S+:\d+, )", "", line) if line else type(error).__name__
     return VidfuseError(f"video {video_id}: one of its frames {first + 1}-{last + 1} does not decode ({reason}): "
                         "the data set is damaged; prepare it again")
 

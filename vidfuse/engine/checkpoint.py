@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from vidfuse.errors import VidfuseError
+from vidfuse.errors import VidfuseError, first_line
 from vidfuse.files import atomic_output
 
 CHECKPOINT_NAMES = ("best", "last")
@@ -42,7 +42,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle / zip errors: not a checkpoint at all
-        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+        reason = f"{type(exc).__name__}: {first_line(exc)}"
         raise VidfuseError(f"{path}: not a readable checkpoint ({reason})") from None
 
 

@@ -264,15 +264,13 @@ def train(config: config_lib.Config, *, resume: bool = False) -> Path:
     except ray.train.TrainingFailedError as exc:
         ray_error = failure_reason(exc)
     # vidfuse's own error as the first worker to meet it kept it (after which Ray's retries return at once)
-    error = rundir.stop_reason(run_dir, rundir.FAILED) or ray_error
-    failure = None
-    if error is not None:
+    if error := rundir.stop_reason(run_dir, rundir.FAILED) or ray_error:
         hint = "continue it with --resume" if (run_dir / "last.pt").exists() else "no epoch finished"
         failure = f"failed: {error} ({hint})"
     elif diverged := rundir.stop_reason(run_dir, rundir.DIVERGED):
         failure = f"stopped: {diverged}"
-    if failure:
-        if resume and len(rundir.read_metrics(run_dir)) == epochs_before:
-            write_text(run_dir / rundir.CONFIG, saved_config)
-        raise VidfuseError(f"training run {run_dir} {failure}") from None
-    return run_dir
+    else:
+        return run_dir
+    if resume and len(rundir.read_metrics(run_dir)) == epochs_before:
+        write_text(run_dir / rundir.CONFIG, saved_config)
+    raise VidfuseError(f"training run {run_dir} {failure}") from None

@@ -26,7 +26,7 @@ from vidfuse.data.worker_decode import batch_clips
 from vidfuse.engine import metrics, rundir
 from vidfuse.engine.checkpoint import load_checkpoint, resolve_checkpoint
 from vidfuse.engine.precision import autocast
-from vidfuse.errors import VidfuseError
+from vidfuse.errors import VidfuseError, first_line
 from vidfuse.models import model_from_config
 
 
@@ -52,7 +52,7 @@ def load_run_model(
         model.load_state_dict(state["model"] if "model" in state else state)
     except RuntimeError as exc:
         model_name = f"{config.model.arch}-{config.model.depth} with the {config.model.fusion} head"
-        reason = str(exc).splitlines()[0]
+        reason = first_line(exc)
         raise VidfuseError(f"{path}: weights do not fit the run's model ({model_name}): {reason}") from None
     return model.eval(), config, labels, path
 
