@@ -54,7 +54,7 @@ def best_config(rows: list[dict[str, Any]], storage: str, name: str) -> config_l
     run `<storage>/<name>`. A trial that diverged is left out: its settings are not safe to train again."""
     best_scores = {row["path"]: rundir.val_score(rundir.best_record(rundir.read_metrics(row["path"])))
                    for row in rows
-                   if row.get("val_video_acc") is not None and not row["status"].startswith(DIVERGED)}
+                   if row.get("val_video_acc") is not None and not row["diverged"]}
     if not best_scores:
         raise VidfuseError("no trial finished an epoch: no best config (see the trials' errors above)")
     config = rundir.read_config(max(best_scores, key=best_scores.get))
