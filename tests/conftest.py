@@ -63,3 +63,43 @@ def tiny_dataset(tmp_path_factory):
                     short_side=48, workers=1, progress=False)
     return SimpleNamespace(parquet=parquet, frames_root=synthetic.frames_root, splits_dir=synthetic.splits_dir,
                            labels=synthetic.labels, num_classes=len(synthetic.labels))
+
+
+@pytest.fixture
+def damaged_dataset(tiny_dataset, tmp_path):
+    """A function of a split-1 subset: a copy of the tiny data set whose videos of that subset hold bytes that are
+    no JPEG instead of frames."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from vidfuse.data.prepare import shard_paths
+
+    def damaged(subset: str) -> Path:
+        out = tmp_path / f"damaged-{subset}.parquet"
+        shutil.copytree(tiny_dataset.parquet, out)
+        for shard in shard_paths(out):
+            table = pq.read_table(shard)
+            frames = [[b"not a jpeg"] * len(video) if video_subset == subset else video
+                      for video, video_subset in zip(table["frames"].to_pylist(), table["split1"].to_pylist())]
+            pq.write_table(table.set_column(table.schema.get_field_index("frames"), "frames",
+                                            pa.array(frames, type=table.schema.field("frames").type)), shard)
+        return out
+
+    return damaged
+
+
+@pytest.fixture
+def ray_data_console():
+    """What Ray Data's console handler in this process writes during the test, as a StringIO (its stream is
+    otherwise the stderr of pytest's start, which capsys does not see)."""
+    import io
+    import logging
+
+    import ray.data  # noqa: F401  (configures the `ray.data` logger and its console handler)
+
+    handler = next(h for h in logging.getLogger("ray.data").handlers if h.name == "console")
+    stream = handler.setStream(io.StringIO())
+    yield handler.stream
+    handler.setStream(stream)

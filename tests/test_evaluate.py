@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -235,6 +236,23 @@ def test_test_command_rejects_a_data_set_with_other_classes(tiny_dataset, tmp_pa
     with pytest.raises(SystemExit) as exit_info:
         main(["test", "--run", str(run_dir), "--workers", "0"])
     assert exit_info.value.code == 2 and "must be a positive integer, got '0'" in capsys.readouterr().err
+
+
+def test_test_command_on_a_damaged_data_set_ends_on_one_line(damaged_dataset, tiny_dataset, ray_session, tmp_path,
+                                                             capsys, ray_data_console):
+    """The pipeline executes in this process, so Ray Data logs here what it meets. vidfuse's own error, a
+    RayTaskError of it whose text is the decoder's traceback, shows as vidfuse's one line and nothing else: Ray
+    Data's console gets neither its traceback nor "Exception occurred in Ray Data or Ray Core internal code"."""
+    run_dir, _ = make_model_run(tmp_path, list(tiny_dataset.labels), data_path=str(damaged_dataset("test")))
+    assert main(["test", "--run", str(run_dir), "--workers", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and re.fullmatch(
+        r"vidfuse: error: video v_\w+: one of its frames \d+-\d+ does not decode \(.+\): the data set is damaged; "
+        r"prepare it again", err[0]), err
+    ray_data_lines = ray_data_console.getvalue()
+    assert "Traceback" not in ray_data_lines and "internal code" not in ray_data_lines
+    assert "execution failed" in ray_data_lines  # the console did get Ray Data's own line
+    assert not (run_dir / "test").exists()
 
 
 def test_test_command_with_n_clips_scores_n_evenly_spaced_windows(tiny_dataset, ray_session, tmp_path):

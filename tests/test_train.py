@@ -15,7 +15,6 @@ import shutil
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -24,12 +23,12 @@ from PIL import Image
 from vidfuse import config as config_lib
 from vidfuse.cli import main
 from vidfuse.data.pipeline import eval_clips, video_table
-from vidfuse.data.prepare import shard_paths
 from vidfuse.data.transforms import to_model_input
 from vidfuse.engine import rundir
 from vidfuse.engine.checkpoint import load_checkpoint
 from vidfuse.engine.driver import FAULT_ENV, build_trainer, failure_reason, train
-from vidfuse.engine.ray_runtime import TRAIN_CONSOLE_LOG_LEVEL, ensure_ray, quiet_train_reports, release_ray
+from vidfuse.engine.ray_console import TRAIN_CONSOLE_LOG_LEVEL, quiet_train_worker_console
+from vidfuse.engine.ray_runtime import ensure_ray, release_ray
 from vidfuse.engine.train_loop import resumed_best_score
 from vidfuse.errors import VidfuseError, root_cause
 from vidfuse.models import build_model, model_from_config
@@ -350,7 +349,7 @@ def test_ray_console_shows_train_warnings_only_and_a_callers_ray_outlives_errors
 
     reports = logging.getLogger(context.__file__)
     reports.setLevel(logging.NOTSET)
-    quiet_train_reports()
+    quiet_train_worker_console()
     assert not reports.isEnabledFor(logging.INFO) and reports.isEnabledFor(logging.WARNING)
     ensure_ray(1)
     release_ray()
@@ -422,19 +421,8 @@ def test_a_diverged_run_ends_on_one_line_and_is_not_retried(ray_session, tiny_da
     assert rundir.stop_reason(run_dir, rundir.DIVERGED) is None
 
 
-def _damaged_copy(tiny_dataset, out: Path) -> Path:
-    """A copy of the tiny data set whose split-1 train videos hold bytes that are no JPEG instead of frames."""
-    shutil.copytree(tiny_dataset.parquet, out)
-    for shard in shard_paths(out):
-        table = pq.read_table(shard)
-        frames = [[b"not a jpeg"] * len(video) if subset == "train" else video
-                  for video, subset in zip(table["frames"].to_pylist(), table["split1"].to_pylist())]
-        pq.write_table(table.set_column(table.schema.get_field_index("frames"), "frames",
-                                        pa.array(frames, type=table.schema.field("frames").type)), shard)
-    return out
-
-
-def test_a_damaged_data_set_fails_the_run_once_without_a_retry(ray_session, tiny_dataset, tmp_path, monkeypatch):
+def test_a_damaged_data_set_fails_the_run_once_without_a_retry(ray_session, tiny_dataset, damaged_dataset, tmp_path,
+                                                                 monkeypatch):
     """A retry from the last checkpoint would meet the damage again: with `max_failures=1` the retry's worker finds
     failed.txt and returns, so Ray's fit() ends without an error (a retry that trained would have failed again),
     and `train` fails with the message the first worker kept."""
@@ -456,8 +444,10 @@ def test_a_damaged_data_set_fails_the_run_once_without_a_retry(ray_session, tiny
         return trainer
 
     monkeypatch.setattr(driver, "build_trainer", recording_trainer)
-    cfg = tiny_config(tiny_dataset, tmp_path, "damaged", **{"data.path": _damaged_copy(tiny_dataset, tmp_path / "d"),
+    cfg = tiny_config(tiny_dataset, tmp_path, "damaged", **{"data.path": damaged_dataset("train"),
                                                             "run.workers": 1, "run.epochs": 2, "run.max_failures": 1})
+    logs = _ray_logs_dir()
+    console_before = _sizes(logs.glob("worker-*.*"))
     with pytest.raises(VidfuseError) as error:
         train(cfg)
     run_dir = tmp_path / "damaged"
@@ -466,3 +456,28 @@ def test_a_damaged_data_set_fails_the_run_once_without_a_retry(ray_session, tiny
                         r"prepare it again", reason), reason
     assert fits == ["fit", "returned"]
     assert str(error.value) == f"training run {run_dir} failed: {reason} (no epoch finished)"
+    # Ray's processes logged the error (Ray Data's log file has it) but not to their console (the worker-*.out and
+    # .err files that Ray streams to the driver): vidfuse's line above is the only one
+    console = _appended_text(logs.glob("worker-*.*"), console_before)
+    assert reason in _appended_text((logs / "ray-data").glob("*.log"), {})
+    assert "VidfuseError" not in console and "does not decode" not in console
+
+
+def _ray_logs_dir() -> Path:
+    import ray._private.worker
+
+    return Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+
+
+def _sizes(paths) -> dict[Path, int]:
+    return {path: path.stat().st_size for path in paths}
+
+
+def _appended_text(paths, sizes_before: dict[Path, int]) -> str:
+    """What the files `paths` gained since `sizes_before` (all of a file that was not there)."""
+    texts = []
+    for path in paths:
+        with open(path, "rb") as f:
+            f.seek(sizes_before.get(path, 0))
+            texts.append(f.read().decode(errors="replace"))
+    return "".join(texts)

@@ -14,7 +14,7 @@ import importlib
 import os
 import sys
 
-from vidfuse.errors import VidfuseError
+from vidfuse.errors import VidfuseError, first_line, root_cause
 
 COMMANDS = {
     "prepare": "official split files + videos or frame folders -> Parquet data set",
@@ -69,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(module.run(args) or 0)
     except VidfuseError as exc:
-        return _fail(str(exc))
+        # one raised in a Ray task arrives as Ray's RayTaskError(VidfuseError), whose text is the task's traceback
+        return _fail(first_line(root_cause(exc)))
     except KeyboardInterrupt:
         print("vidfuse: interrupted", file=sys.stderr)
         return 130

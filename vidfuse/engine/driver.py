@@ -22,7 +22,8 @@ from vidfuse.data.pipeline import clip_dataset, video_table
 from vidfuse.data.prepare import check_same_classes, read_meta
 from vidfuse.data.transforms import Augment
 from vidfuse.engine import rundir
-from vidfuse.engine.ray_runtime import TRAIN_CONSOLE_LOG_LEVEL, ensure_ray
+from vidfuse.engine.ray_console import TRAIN_CONSOLE_LOG_LEVEL
+from vidfuse.engine.ray_runtime import ensure_ray
 from vidfuse.engine.train_loop import steps_per_epoch, train_loop_per_worker, worker_batch_size
 from vidfuse.errors import VidfuseError, first_line, root_cause
 from vidfuse.files import write_text

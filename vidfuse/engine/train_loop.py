@@ -36,7 +36,7 @@ from vidfuse.engine import metrics, rundir
 from vidfuse.engine.checkpoint import copy_checkpoint, load_checkpoint, save_checkpoint
 from vidfuse.engine.optim import build_optimizer, build_scheduler, current_lr, step_scheduler
 from vidfuse.engine.precision import autocast
-from vidfuse.engine.ray_runtime import quiet_train_reports
+from vidfuse.engine.ray_console import quiet_train_worker_console
 from vidfuse.errors import VidfuseError, first_line, root_cause
 from vidfuse.models import load_pretrained, model_from_config
 
@@ -205,8 +205,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
     vidfuse's own errors (a damaged data set, a checkpoint that does not fit) leave the worker as one VidfuseError
     with their one-line message alone, without the retry advice Ray Data adds: Ray Train logs a failed worker's
-    traceback, and the one of an error met in Ray Data's iterator holds its frames and the remote traceback of
-    Ray's wrapper (~100 lines for a damaged frame).
+    traceback (to its log file: `ray_console`), and the one of an error met in Ray Data's iterator holds its frames
+    and the remote traceback of Ray's wrapper (~100 lines for a damaged frame).
 
     A retry from the last checkpoint would meet such an error again (after training up to it again), so its message
     is kept in `RUN_DIR/failed.txt`, and the workers of Ray Train's retry (`run.max_failures`) return at once when
@@ -225,7 +225,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
 def _train(loop_config: dict[str, Any]) -> None:
     """The worker's whole run: build, restore, then train and validate every epoch (see the module docstring)."""
-    quiet_train_reports()
+    quiet_train_worker_console()
     cfg = config_lib.from_dict(loop_config["config"])
     labels: list[str] = loop_config["labels"]
     run_dir = Path(loop_config["run_dir"])

@@ -1,0 +1,147 @@
+"""Which of Ray's log records reach the console: vidfuse's own errors are hidden there (vidfuse reports them as one
+line), every other record and error is not, and Ray's log files keep them all."""
+
+import logging
+import traceback
+from pathlib import Path
+
+import pytest
+from ray.data.exceptions import UserCodeException
+from ray.exceptions import RayTaskError
+
+from vidfuse.engine import ray_console
+from vidfuse.engine.ray_console import carries_own_error, hide_own_errors, quiet_train_worker_console
+from vidfuse.errors import VidfuseError
+
+DAMAGED = "video v_Foo_g01_c01: one of its frames 1-8 does not decode (bad JPEG): the data set is damaged"
+
+
+def _record(level: int, message: str, error: BaseException | None = None) -> logging.LogRecord:
+    exc_info = (type(error), error, error.__traceback__) if error is not None else None
+    return logging.LogRecord("ray.data.x", level, __file__, 1, message, None, exc_info)
+
+
+def _raised(error: BaseException) -> BaseException:
+    try:
+        raise error
+    except BaseException as exc:  # noqa: BLE001 - the test wants the raised object
+        return exc
+
+
+def _remote(error: BaseException) -> BaseException:
+    """`error` as Ray hands over an error raised in a task: a RayTaskError that is also an instance of its class,
+    whose text holds the task's traceback."""
+    traceback_text = "".join(traceback.format_exception(error))
+    return RayTaskError("decode_clips", traceback_text, error).as_instanceof_cause()
+
+
+def _wrapped_in_user_code_exception() -> BaseException:
+    try:
+        try:
+            raise VidfuseError(DAMAGED)
+        except VidfuseError as exc:
+            raise UserCodeException("UDF failed to process a data block.") from exc
+    except UserCodeException as exc:
+        return exc
+
+
+def _formatted_traceback() -> str:
+    try:
+        raise VidfuseError(DAMAGED)
+    except VidfuseError:
+        return traceback.format_exc()
+
+
+@pytest.fixture
+def record_factory():
+    """Restore the process's log record factory after the test."""
+    factory = logging.getLogRecordFactory()
+    yield
+    logging.setLogRecordFactory(factory)
+
+
+def test_records_that_carry_a_vidfuse_error_are_recognised():
+    own_error = _raised(VidfuseError(DAMAGED))
+    remote = _remote(own_error)
+    assert carries_own_error(_record(logging.ERROR, "An exception was raised", own_error))
+    assert carries_own_error(_record(logging.ERROR, "An exception was raised", remote))  # Ray Data's executor
+    assert carries_own_error(_record(logging.ERROR, "failed", _wrapped_in_user_code_exception()))
+    # the split coordinator's "Split 0 epoch 0 get() failed after 0 rows: {remote error}", Train's worker
+    assert carries_own_error(_record(logging.WARNING, f"Split 0 epoch 0 get() failed after 0 rows: {remote}"))
+    assert carries_own_error(_record(logging.ERROR, f"Error in training function:\n{_formatted_traceback()}"))
+
+    assert not carries_own_error(_record(logging.ERROR, "An exception was raised", _raised(ValueError("bug"))))
+    assert not carries_own_error(_record(logging.ERROR, "Split 0 epoch 0 get() failed after 0 rows: ValueError"))
+    assert not carries_own_error(_record(logging.INFO, f"Error in training function:\n{_formatted_traceback()}"))
+
+
+def test_ray_datas_console_drops_own_errors_and_its_log_file_keeps_them(ray_session, record_factory,
+                                                                      ray_data_console):
+    """Through the `ray.data` logger as Ray configured it: its console handler and its file handler (the session's
+    ray-data.log)."""
+    import ray._private.worker
+
+    logger = logging.getLogger("ray.data._internal.execution.streaming_executor_state")
+    hide_own_errors()
+    hide_own_errors()  # a second call adds nothing
+    own_error = _remote(_raised(VidfuseError(DAMAGED)))
+    logger.error("An exception was raised from a task (own error)", exc_info=own_error)
+    logger.warning(f"Split 1 epoch 0 get() failed after 0 rows: {own_error}")
+    logger.error("An exception was raised from a task (a bug)", exc_info=_raised(ValueError("bug")))
+    logger.info("Dataset execution finished")
+
+    console = ray_data_console.getvalue()
+    assert "(a bug)" in console and "ValueError: bug" in console and "Dataset execution finished" in console
+    assert "own error" not in console and "Split 1 epoch 0" not in console and "VidfuseError" not in console
+    log_file = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "ray-data" / "ray-data.log"
+    kept = log_file.read_text()
+    assert "(own error)" in kept and "Split 1 epoch 0 get() failed" in kept and "(a bug)" in kept
+
+
+def test_ray_cores_console_drops_own_errors_for_tune(record_factory):
+    """Tune logs "Trial task failed for trial ..." with the trial's error through the `ray` logger's console
+    handler (Ray core's), in the driver."""
+    hide_own_errors()
+    tune_logger = logging.getLogger("ray.tune.execution.tune_controller")
+    handlers = logging.getLogger("ray").handlers
+    assert handlers
+
+    def shown(error: BaseException) -> bool:
+        record = tune_logger.makeRecord(tune_logger.name, logging.ERROR, __file__, 1, "Trial task failed for trial "
+                                        "t_00000", None, (type(error), error, error.__traceback__))
+        return all(handler.filter(record) for handler in handlers)
+
+    assert not shown(_remote(_raised(VidfuseError(DAMAGED))))
+    assert shown(_remote(_raised(ValueError("bug"))))
+
+
+def test_train_workers_console_drops_own_errors(record_factory):
+    """Ray Train configures a handler named "console" on its `ray.train` logger (here a stand-in, writing to a
+    list); `quiet_train_worker_console` makes it drop hidden records, once, and leaves other handlers alone."""
+    shown, filed = [], []
+
+    class ListHandler(logging.Handler):
+        def __init__(self, name: str, into: list) -> None:
+            super().__init__()
+            self.name, self.into = name, into
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.into.append(record.getMessage())
+
+    train_logger = logging.getLogger("ray.train")
+    handlers = [ListHandler(ray_console.TRAIN_CONSOLE_HANDLER, shown), ListHandler("file_train_app_worker", filed)]
+    for handler in handlers:
+        train_logger.addHandler(handler)
+    try:
+        hide_own_errors()
+        quiet_train_worker_console()
+        quiet_train_worker_console()
+        util = logging.getLogger("ray.train.v2._internal.util")
+        util.error(f"Error in training function:\n{_formatted_traceback()}")
+        util.error("Error in training function:\nTraceback ...\nValueError: bug")
+    finally:
+        for handler in handlers:
+            train_logger.removeHandler(handler)
+    assert shown == ["Error in training function:\nTraceback ...\nValueError: bug"]
+    assert len(filed) == 2 and "VidfuseError" in filed[0]
+    assert handlers[0].filters == [ray_console.not_hidden] and handlers[1].filters == []

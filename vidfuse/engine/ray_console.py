@@ -1,0 +1,97 @@
+"""What of Ray's own logging reaches the console of a vidfuse job.
+
+vidfuse reports its own error (a `VidfuseError`, such as a damaged data set met by a decoder) as one line when the
+run ends. On its way there Ray logs it in every process it passes through, each time with a traceback: Ray Data's
+executor ("An exception was raised from a task of operator ..."), its split coordinator ("Split N epoch 0 get()
+failed ..." with the decoder's remote traceback, once per Train worker) and Ray Train's worker ("Error in training
+function"). That was ~130 lines before vidfuse's line, for one damaged frame.
+
+`hide_own_errors` marks every log record that carries a VidfuseError `hide`, the attribute that Ray Data's
+console handler already honours (its `HiddenRecordFilter`): the record stays in Ray's log files and leaves the
+console. Ray core's console handler (Ray Tune's "Trial task failed" and its traceback) gets the same filter. It runs
+in every Ray worker process of the job (the job's `worker_process_setup_hook`, JOB_SETUP_HOOK) and in the driver,
+where `test`'s pipeline and Tune's trial loop execute. `quiet_train_worker_console` gives Ray Train's console handler
+on a Train worker the same filter. Any other error keeps its traceback on the console.
+
+This module is the setup hook, imported by every worker process: it imports nothing heavy.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import sys
+from typing import Any
+
+from vidfuse.errors import VidfuseError
+
+JOB_SETUP_HOOK = f"{__name__}.hide_own_errors"
+HIDDEN = "hide"  # the LogRecord attribute Ray Data's console filter drops a record by
+OWN_ERROR_NAME = f"{VidfuseError.__module__}.{VidfuseError.__qualname__}"  # how a traceback's last line names it
+# The level of Ray Train's own messages on the console (RunConfig's LoggingConfig): at INFO it prints the worker
+# group's start-up, "Checkpoint successfully created ..." every checkpoint and, on a failure, a ~60-line report
+# with tracebacks before vidfuse's one-line error. Its log files (<Ray session>/logs/train, by default
+# /tmp/ray/session_latest/logs/train on the head node) still receive every level.
+TRAIN_CONSOLE_LOG_LEVEL = "WARNING"
+# Ray Train 2.60 logs "Reporting training result ..." (each worker, each epoch, the whole metrics dict) through a
+# logger named after the file of this module, which the level above does not reach (it filters `ray.train.*`).
+TRAIN_REPORT_LOGGER_MODULE = "ray.train.v2._internal.execution.context"
+TRAIN_CONSOLE_HANDLER = "console"  # the name of Ray Train's console handler in its logging config
+
+
+def carries_own_error(record: logging.LogRecord) -> bool:
+    """Whether a warning or error record is about a VidfuseError: its exception, or else the one being handled
+    where it is logged (Ray Data's "Exception occurred in Ray Data or Ray Core internal code ... open an issue"),
+    is one (Ray's RayTaskError of a VidfuseError is an instance too) or wraps one; or its message holds the
+    traceback or remote error text of one (Ray Data's split coordinator, Ray Train's worker)."""
+    if record.levelno < logging.WARNING:
+        return False
+    error = record.exc_info[1] if record.exc_info else sys.exc_info()[1]
+    while error is not None:
+        if isinstance(error, VidfuseError):
+            return True
+        error = error.__cause__
+    return OWN_ERROR_NAME in str(record.msg)
+
+
+def hide_own_errors() -> None:
+    """From now on in this process, mark every log record that `carries_own_error` hidden, and let Ray core's console
+    handler (the `ray` logger's, which prints Ray Tune's messages) drop hidden records, as Ray Data's does."""
+    make_record = logging.getLogRecordFactory()
+    if not getattr(make_record, "hides_own_errors", False):
+
+        def make_record_hiding_own_errors(*args: Any, **kwargs: Any) -> logging.LogRecord:
+            record = make_record(*args, **kwargs)
+            if carries_own_error(record):
+                setattr(record, HIDDEN, True)
+            return record
+
+        make_record_hiding_own_errors.hides_own_errors = True
+        logging.setLogRecordFactory(make_record_hiding_own_errors)
+    for handler in logging.getLogger("ray").handlers:
+        _drop_hidden(handler)
+
+
+def not_hidden(record: logging.LogRecord) -> bool:
+    """A handler filter: pass every record but those marked hidden."""
+    return not getattr(record, HIDDEN, False)
+
+
+def _drop_hidden(handler: logging.Handler) -> None:
+    if not_hidden not in handler.filters:
+        handler.addFilter(not_hidden)
+
+
+def quiet_train_worker_console() -> None:
+    """On a Train worker, after Ray Train configured its logging: its console handler drops hidden records, and the
+    logger of TRAIN_REPORT_LOGGER_MODULE is raised to TRAIN_CONSOLE_LOG_LEVEL (a no-op where a later Ray no longer
+    has that module)."""
+    for handler in logging.getLogger("ray.train").handlers:
+        if handler.name == TRAIN_CONSOLE_HANDLER:
+            _drop_hidden(handler)
+    try:
+        spec = importlib.util.find_spec(TRAIN_REPORT_LOGGER_MODULE)
+    except ModuleNotFoundError:  # its package is gone too
+        return
+    if spec is not None and spec.origin:
+        logging.getLogger(spec.origin).setLevel(TRAIN_CONSOLE_LOG_LEVEL)
