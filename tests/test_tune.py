@@ -161,6 +161,71 @@ def test_a_trial_that_diverged_says_so_and_never_wins(smoke_search, tmp_path):
     assert best == expected
 
 
+DAMAGED = "video v_a_g01_c01: one of its frames 1-8 does not decode (...): the data set is damaged; prepare it again"
+
+
+def test_a_trial_that_met_vidfuses_own_error_gives_its_line(smoke_search):
+    """An errored trial whose run kept vidfuse's own error (failed.txt) shows it as its status; an errored trial
+    without one (any other error: Tune printed its traceback) reads `error`."""
+    from ray.tune.experiment import Trial
+
+    from vidfuse.tuning.results import trial_rows
+    from vidfuse.tuning.search import TrialOutcome
+
+    _, experiment = smoke_search
+    damaged, other = sorted(_trial_runs(experiment))[:2]
+    outcomes = {trial_id: TrialOutcome(Trial.ERROR if trial_id in (damaged, other) else Trial.TERMINATED, 1)
+                for trial_id in _trial_runs(experiment)}
+    rundir.mark_stopped(experiment / "trials" / damaged, rundir.FAILED, DAMAGED)
+    try:
+        rows = trial_rows(outcomes, experiment, load_space(SMOKE).asha.max_t)
+    finally:
+        rundir.clear_stop_reasons(experiment / "trials" / damaged)
+    statuses = {row["run"]: row["status"] for row in rows}
+    assert statuses[damaged] == f"error: {DAMAGED}" and statuses[other] == "error"
+
+
+@pytest.mark.parametrize("fit_raises", [True, False])  # Ray Train's retry off (raises) or on (ends without error)
+def test_a_trial_fails_with_its_runs_own_error_however_fit_ends(tmp_path, monkeypatch, fit_raises):
+    """`run_trial` raises vidfuse's own error, the line its run kept, in place of the workers' error that fit()
+    raises (so that the driver's console hides the traceback); any other error of fit() is left as it is."""
+    from types import SimpleNamespace
+
+    from vidfuse.engine import driver
+    from vidfuse.errors import VidfuseError
+    from vidfuse.tuning import search
+
+    run_dir = tmp_path / "trial_1"
+    run_dir.mkdir()
+
+    class Trainer:
+        def fit(self) -> None:
+            if meets_damage:
+                rundir.mark_stopped(run_dir, rundir.FAILED, DAMAGED)
+            if fit_raises:
+                raise RuntimeError("Training failed due to worker errors: ...")
+
+    monkeypatch.setattr(driver, "build_trainer", lambda *args, **kwargs: Trainer())
+    monkeypatch.setattr(search, "TuneReportCallback", object)  # outside a Tune session
+    monkeypatch.setattr(search.tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: "trial_1"))
+    space = load_space(SMOKE)
+
+    def run() -> None:
+        search.run_trial({"model.fusion": "gap", "optim.lr": 0.05}, space=space, trials_root=str(tmp_path))
+
+    meets_damage = True
+    with pytest.raises(VidfuseError) as error:
+        run()
+    assert str(error.value) == DAMAGED and error.value.__suppress_context__
+    rundir.clear_stop_reasons(run_dir)
+    meets_damage = False
+    if fit_raises:
+        with pytest.raises(RuntimeError, match="worker errors"):
+            run()
+    else:
+        run()
+
+
 RESUME_SPACE = """
 config:
   model: {depth: 10, fusion_dim: 16}

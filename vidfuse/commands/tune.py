@@ -59,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"vidfuse: search interrupted; continue it with the same command and --resume ({experiment})",
               file=sys.stderr)
         return 130
-    outputs = results.write_outputs(outcomes, experiment, max_t=space.asha.max_t, storage=space.base.run.storage)
-    print(results.format_rows(outputs.rows), end="")
+    outputs = results.write_trial_tables(outcomes, experiment, max_t=space.asha.max_t)
+    print(results.format_rows(outputs.rows), end="")  # first: it tells why trials failed, when none finished
     print(f"trials: {outputs.table_md}, {outputs.table_csv}")
-    print(f"best config: {outputs.best_yaml}  (train it: python launch.py train --config {outputs.best_yaml})")
+    best_yaml = results.write_best_config(outputs, storage=space.base.run.storage)
+    print(f"best config: {best_yaml}  (train it: python launch.py train --config {best_yaml})")
     return 0

@@ -122,6 +122,7 @@ def run_row(run: RunRecord) -> dict[str, Any]:
         "notes": _notes(run),
         "path": str(run.path),
         "diverged": run.diverged is not None,
+        "failed": run.failed,  # the one line of vidfuse's own error that ended the run, else None
     }
 
 
@@ -161,7 +162,7 @@ def _sort_key(row: dict[str, Any]) -> tuple:
 
 
 def results_table(run_dirs: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
-    """Rows (dicts keyed by `RESULT_COLUMNS` keys, plus `path` and `diverged`) for run folders or folders of run folders
+    """Rows (dicts keyed by `RESULT_COLUMNS` keys, plus `path`, `diverged`, `failed`) for run folders or folders of runs
     (Tune experiments), plus one mean ± std row per group of runs that differ only in split; sorted by test
     top-1 error. Values are raw: fractions, counts, `MeanStd` for the averaged rows, None where missing."""
     runs = [read_run(path) for path in find_run_dirs(list(run_dirs))]

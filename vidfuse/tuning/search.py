@@ -26,6 +26,7 @@ from ray.tune.integration.ray_train import TuneReportCallback
 from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
+from vidfuse.config import Config
 from vidfuse.engine import rundir
 from vidfuse.engine.ray_runtime import ensure_ray as start_ray
 from vidfuse.errors import VidfuseError
@@ -51,11 +52,23 @@ def run_trial(params: dict[str, Any], *, space: SearchSpace, trials_root: str) -
     config.run.storage = trials_root
     config.run.name = tune.get_context().get_trial_id()
     # resume=True: a restarted trial continues its own run folder (a new trial has none yet and starts fresh).
-    build_trainer(config, callbacks=[TuneReportCallback()], resume=True).fit()
-    # vidfuse's own error ends Ray Train's retry without an error (train_loop_per_worker): the trial fails with it
+    trainer = build_trainer(config, callbacks=[TuneReportCallback()], resume=True)
+    try:
+        trainer.fit()
+    except Exception:
+        _raise_own_error(config)
+        raise
+    _raise_own_error(config)
+
+
+def _raise_own_error(config: Config) -> None:
+    """Fail the trial with vidfuse's own error, the one line its run kept (train_loop_per_worker), if it met one:
+    whether Ray Train's retry ended without an error (`run.max_failures` > 0) or `fit()` raised the workers'
+    errors. The driver's console then hides the error's traceback (`ray_console`), and the trial table shows the
+    line."""
     failed = rundir.stop_reason(rundir.run_dir_of(config), rundir.FAILED)
     if failed is not None:
-        raise VidfuseError(failed)
+        raise VidfuseError(failed) from None
 
 
 def _trainable(space: SearchSpace, experiment: Path):
