@@ -239,3 +239,24 @@ def test_a_frame_that_does_not_decode_names_its_video(tiny_dataset):
             assert str(error.value) == expected
         else:
             assert decode_windows(rows, size=S, device="cpu").shape[0] == len(rows["jpegs"])
+
+
+def test_a_shard_cut_short_is_a_damaged_data_set_named_in_one_line(tiny_dataset, tmp_path, capsys):
+    """A shard whose copy was cut short (or a file overwritten) is found when `train` checks the data set, before
+    Ray starts: one line that names the shard, exit status 2."""
+    import shutil
+
+    from vidfuse.cli import main
+
+    data = tmp_path / "cut.parquet"
+    shutil.copytree(tiny_dataset.parquet, data)
+    shard = shard_paths(data)[-1]
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    expected = (f"{shard}: not a readable Parquet shard (Parquet magic bytes not found in footer. Either the file is "
+                "corrupted or this is not a parquet file.): the data set is damaged; prepare it again")
+    with pytest.raises(VidfuseError) as error:
+        video_table(data, split=1, subset="test")
+    assert str(error.value) == expected
+    assert main(["train", "--data", str(data), "--storage", str(tmp_path), "--name", "cut"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"vidfuse: error: {expected}"]
+    assert not (tmp_path / "cut").exists()

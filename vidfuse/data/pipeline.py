@@ -353,13 +353,25 @@ def clip_dataset(
 
 
 def video_table(path: Path | str, *, split: int, subset: str) -> list[dict]:
-    """`video_index, video_id, label, label_name, n_frames` of the `subset` videos of split `split` (no Ray)."""
+    """`video_index, video_id, label, label_name, n_frames` of the `subset` videos of split `split` (no Ray).
+    `train`, `test` and `tune` read it before any pipeline runs: a shard that does not read is an error here."""
     path = Path(path)
     _check_subset(path, split, subset)
     columns = ["video_index", "video_id", "label", "label_name", "n_frames"]
-    table = pq.read_table([str(p) for p in shard_paths(path)], columns=columns,
-                          filters=[(f"split{split}", "=", subset)])
+    table = pa.concat_tables(_read_shard(shard, columns=columns, filters=[(f"split{split}", "=", subset)])
+                             for shard in shard_paths(path))
     return table.sort_by("video_index").to_pylist()
+
+
+def _read_shard(shard: Path, **read_options: Any) -> pa.Table:
+    """One Parquet shard of a prepared data set. One that Arrow cannot read (a copy cut short, a file overwritten)
+    is a damaged data set: one line that names the shard."""
+    try:
+        return pq.read_table(shard, **read_options)
+    except (pa.ArrowException, OSError) as exc:
+        reason = re.sub(r"^Could not open Parquet input source '[^']*': ", "", first_line(exc))
+        raise VidfuseError(f"{shard}: not a readable Parquet shard ({reason}): the data set is damaged; "
+                           "prepare it again") from None
 
 
 def eval_clips(
