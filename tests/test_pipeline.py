@@ -260,3 +260,18 @@ def test_a_shard_cut_short_is_a_damaged_data_set_named_in_one_line(tiny_dataset,
     assert main(["train", "--data", str(data), "--storage", str(tmp_path), "--name", "cut"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [f"vidfuse: error: {expected}"]
     assert not (tmp_path / "cut").exists()
+
+
+def test_a_damaged_meta_json_is_one_line_naming_it(tiny_dataset, tmp_path, capsys):
+    import shutil
+
+    from vidfuse.cli import main
+    from vidfuse.data.prepare import META_NAME
+
+    data = tmp_path / "meta.parquet"
+    shutil.copytree(tiny_dataset.parquet, data)
+    (data / META_NAME).write_text('{"dataset": "ucf101",')
+    assert main(["train", "--data", str(data), "--storage", str(tmp_path), "--name", "meta"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"vidfuse: error: {data / META_NAME}: not valid JSON (Expecting property name enclosed in double quotes: "
+        "line 1 column 22 (char 21))"]

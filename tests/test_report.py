@@ -152,6 +152,44 @@ def test_a_folder_that_is_no_run_is_a_clear_error(tmp_path, capsys):
     assert len(err) == 1 and str(tmp_path / "empty") in err[0]
 
 
+def test_damaged_json_files_of_a_run_are_one_line_each(tmp_path, capsys):
+    """metrics.jsonl, meta.json and the test files are vidfuse's own, but a hand edit or a damaged disk can still
+    break them: the error names the file (and the line of a JSON Lines file)."""
+    run_dir = make_run(tmp_path, "damaged", correct=correctness(30))
+    metrics = run_dir / rundir.METRICS
+    half_line = '{"epoch": 4, "train_lo'  # a write cut short: the string "train_lo starts at column 14
+    metrics.write_text(metrics.read_text() + half_line + "\n")
+    assert main(["report", str(run_dir), "--out", str(tmp_path / "out")]) == 2
+    column = half_line.index('"train') + 1
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"vidfuse: error: {metrics}: line 4 is not valid JSON (Unterminated string starting at: column {column})"]
+    metrics.write_text("\n".join(metrics.read_text().splitlines()[:3]) + "\n")
+    (run_dir / "test" / "summary.json").write_text("{")
+    with pytest.raises(VidfuseError) as error:
+        results_table([run_dir])
+    assert str(error.value) == (f"{run_dir / 'test' / 'summary.json'}: not valid JSON "
+                                "(Expecting property name enclosed in double quotes: line 1 column 2 (char 1))")
+
+
+def test_metrics_are_added_by_rewriting_the_file_atomically(tmp_path, monkeypatch):
+    """An epoch record is added by writing metrics.jsonl anew under a temporary name: an interrupted write leaves
+    the records before it whole, with no half line (an append would leave one)."""
+    run_dir = make_run(tmp_path, "atomic", val_accs=(0.4, 0.6))
+    before = (run_dir / rundir.METRICS).read_text()
+
+    def interrupted(*args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("vidfuse.files.os.replace", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        rundir.append_metrics(run_dir, {"epoch": 3, "val_video_acc": 0.7})
+    assert (run_dir / rundir.METRICS).read_text() == before
+    assert sorted(path.name for path in run_dir.iterdir()) == sorted([rundir.CONFIG, rundir.META, rundir.METRICS])
+    monkeypatch.undo()
+    rundir.append_metrics(run_dir, {"epoch": 3, "val_video_acc": 0.7})
+    assert [r["epoch"] for r in rundir.read_metrics(run_dir)] == [1, 2, 3]
+
+
 def test_tune_experiment_gives_one_row_per_trial_with_its_config(tmp_path):
     trials = tmp_path / "exp" / "trials"
     make_run(trials, "trial_a", lr=0.01)

@@ -1,15 +1,20 @@
-"""Atomic outputs: every config, checkpoint, table, prediction file and picture is written under a temporary
-name, then renamed.
+"""vidfuse's own files: written atomically, read with one-line errors.
 
-A crash or a Ctrl-C therefore never leaves half a file under the final name.
+Every config, checkpoint, table, metrics record, prediction file and picture is written under a temporary name,
+then renamed: a crash or a Ctrl-C never leaves half a file under the final name. A JSON file that does not parse
+all the same (edited by hand, damaged on disk) is one line that names it, not a traceback.
 """
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from vidfuse.errors import VidfuseError
 
 
 @contextmanager
@@ -37,3 +42,23 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_output(path) as tmp:
         tmp.write_text(text)
     return Path(path)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """The JSON value in the file `path`."""
+    try:
+        return json.loads(Path(path).read_text())
+    except json.JSONDecodeError as exc:
+        raise VidfuseError(f"{path}: not valid JSON ({exc})") from None
+
+
+def read_json_lines(path: str | os.PathLike) -> list[Any]:
+    """The JSON value on each non-blank line of the file `path` (JSON Lines), in order."""
+    values = []
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if line.strip():
+            try:
+                values.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise VidfuseError(f"{path}: line {number} is not valid JSON ({exc.msg}: column {exc.colno})") from None
+    return values

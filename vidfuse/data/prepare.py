@@ -42,6 +42,7 @@ from vidfuse.data.splits import SUBSETS, SplitSet, folder_splits, read_splits
 from vidfuse.data.transforms import resize_short_side
 from vidfuse.data.video import VIDEO_EXTENSIONS, iter_frames
 from vidfuse.errors import VidfuseError
+from vidfuse.files import read_json
 
 DATASETS = ("ucf101", "hmdb51", "kinetics", "folder")
 ROW_GROUP_VIDEOS = 16
@@ -409,7 +410,7 @@ def read_meta(path: Path) -> dict:
     meta_file = Path(path) / META_NAME
     if not meta_file.is_file():
         raise VidfuseError(f"not a prepared data set (no {META_NAME}): {path}")
-    return json.loads(meta_file.read_text())
+    return read_json(meta_file)
 
 
 def check_same_classes(data_path: str | os.PathLike, labels: Sequence[str]) -> None:

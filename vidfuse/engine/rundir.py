@@ -21,7 +21,7 @@ from typing import Any
 
 from vidfuse import config as config_lib
 from vidfuse.errors import VidfuseError
-from vidfuse.files import write_text
+from vidfuse.files import read_json, read_json_lines, write_text
 
 CONFIG = "config.yaml"
 META = "meta.json"
@@ -56,7 +56,7 @@ def read_config(run_dir: str | os.PathLike) -> config_lib.Config:
 
 def read_meta(run_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(run_dir) / META
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return read_json(path) if path.is_file() else {}
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> None:
@@ -69,11 +69,7 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(run_dir) / METRICS
     if not path.is_file():
         return []
-    by_epoch: dict[int, dict[str, Any]] = {}
-    for line in path.read_text().splitlines():
-        if line.strip():
-            record = json.loads(line)
-            by_epoch[int(record["epoch"])] = record
+    by_epoch = {int(record["epoch"]): record for record in read_json_lines(path)}
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
@@ -100,9 +96,11 @@ def best_record(records: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def append_metrics(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:
+    """Add an epoch record to metrics.jsonl. The file is written anew (atomically) rather than appended to: a crash
+    in the middle of an append would leave half a line, and every later read of the run would fail on it."""
     path = Path(run_dir) / METRICS
-    with path.open("a") as f:
-        f.write(json.dumps(record) + "\n")
+    written = path.read_text() if path.is_file() else ""
+    write_text(path, written + json.dumps(record) + "\n")
 
 
 def mark_stopped(run_dir: str | os.PathLike, marker: str, reason: str) -> None:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from vidfuse.engine import metrics, rundir
-from vidfuse.files import write_text
+from vidfuse.files import read_json, read_json_lines, write_text
 from vidfuse.report.plots import confusion_figure, save_figure
 
 if TYPE_CHECKING:  # evaluate pulls in Ray, the data pipeline and the models; `report` only reads files
@@ -92,7 +92,7 @@ def write_test_results(
 def read_summary(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     """The run's test summary, or None when `test` has not run."""
     path = test_dir(run_dir) / SUMMARY
-    return json.loads(path.read_text()) if path.is_file() else None
+    return read_json(path) if path.is_file() else None
 
 
 def read_top1_correct(run_dir: str | os.PathLike) -> dict[str, bool] | None:
@@ -100,5 +100,4 @@ def read_top1_correct(run_dir: str | os.PathLike) -> dict[str, bool] | None:
     path = test_dir(run_dir) / PREDICTIONS
     if not path.is_file():
         return None
-    records = (json.loads(line) for line in path.read_text().splitlines() if line.strip())
-    return {r["video_id"]: bool(r["correct"]) for r in records}
+    return {r["video_id"]: bool(r["correct"]) for r in read_json_lines(path)}
