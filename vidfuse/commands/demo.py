@@ -60,8 +60,13 @@ def _step(title: str, argv: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from vidfuse.data.synthetic import make_synthetic
+    from vidfuse import config as config_lib
+    from vidfuse.data.synthetic import check_synthetic_sizes, make_synthetic
 
+    settings = {**TRAIN_SETTINGS, "run.epochs": args.epochs}
+    # Every argument is checked before the previous demo's folder is replaced and before minutes of rendering
+    check_synthetic_sizes(num_classes=args.classes, videos_per_class=args.videos_per_class)
+    config_lib.load(overrides=[f"{key}={value}" for key, value in settings.items()])
     out = Path(args.out).resolve()
     _fresh_output(out)
     print(f"=== synthetic data: {args.classes} classes x {args.videos_per_class} videos under {out / 'synthetic'}",
@@ -70,7 +75,6 @@ def run(args: argparse.Namespace) -> int:
     data = out / "synthetic.parquet"
     _step("prepare", ["prepare", "--dataset", "ucf101", "--splits", str(synthetic.splits_dir),
                       "--frames", str(synthetic.frames_root), "--out", str(data), "--short-side", "32"])
-    settings = {**TRAIN_SETTINGS, "run.epochs": args.epochs}
     train_argv = ["train", "--data", str(data), "--split", "1", "--name", "demo", "--storage", str(out / "runs")]
     for key, value in settings.items():
         train_argv += ["--set", f"{key}={value}"]

@@ -141,11 +141,8 @@ def video_name(label: str, group: int, clip: int) -> str:
     return f"v_{label}_g{group:02d}_c{clip:02d}"
 
 
-def make_synthetic(
-    root: Path, *, num_classes: int = 8, videos_per_class: int = 24, n_frames: int = 32, size: int = 128,
-    seed: int = 0,
-) -> SyntheticSet:
-    """Render `num_classes` motion classes x `videos_per_class` videos of `n_frames` frames (size x size) under root."""
+def check_synthetic_sizes(*, num_classes: int, videos_per_class: int, n_frames: int = 32, size: int = 128) -> None:
+    """Raise unless `make_synthetic` can render a set of these sizes (callers check before they change anything)."""
     if not 1 <= num_classes <= len(MOTIONS):
         raise VidfuseError(f"num_classes={num_classes} must be between 1 and {len(MOTIONS)}")
     if videos_per_class < 3 * CLIPS_PER_GROUP:
@@ -153,6 +150,14 @@ def make_synthetic(
                            "(three groups, so every split has train and test groups)")
     if n_frames < 2 or size < 16:
         raise VidfuseError(f"n_frames={n_frames} must be at least 2 and size={size} at least 16")
+
+
+def make_synthetic(
+    root: Path, *, num_classes: int = 8, videos_per_class: int = 24, n_frames: int = 32, size: int = 128,
+    seed: int = 0,
+) -> SyntheticSet:
+    """Render `num_classes` motion classes x `videos_per_class` videos of `n_frames` frames (size x size) under root."""
+    check_synthetic_sizes(num_classes=num_classes, videos_per_class=videos_per_class, n_frames=n_frames, size=size)
     root = Path(root)
     frames_root, splits_dir = root / "frames", root / "splits"
     labels = list(MOTIONS[:num_classes])
