@@ -203,6 +203,12 @@ def test_out_never_replaces_what_is_there_unasked(tiny_dataset, tmp_path):
         prepare_dataset(out=tmp_path / "link.parquet", overwrite=True, **kwargs)
     assert (tmp_path / "data.parquet" / "NOTES.txt").read_text() == "mine"
     assert read_meta(tmp_path / "data.parquet")["options"]["seed"] == 1
+    (tmp_path / "data.parquet" / "NOTES.txt").unlink()
+    (tmp_path / "data.parquet" / "part-99999.parquet").mkdir()  # a folder of the user's, named like a shard
+    (tmp_path / "data.parquet" / "part-99999.parquet" / "keep.txt").write_text("mine")
+    with pytest.raises(VidfuseError, match="holds part-99999.parquet, which prepare did not write"):
+        prepare_dataset(out=tmp_path / "data.parquet", overwrite=True, **kwargs)
+    assert (tmp_path / "data.parquet" / "part-99999.parquet" / "keep.txt").read_text() == "mine"
 
 
 def test_cli_prepare(tiny_dataset, tmp_path, capsys):

@@ -232,7 +232,8 @@ def _check_out(out: Path, overwrite: bool) -> None:
         raise VidfuseError(f"--out {out} exists and is not a vidfuse data set (no {META_NAME}): choose another path")
     if not overwrite:
         raise VidfuseError(f"--out {out} already holds a data set: pass --overwrite to replace it")
-    foreign = sorted(p.name for p in out.iterdir() if p.name != META_NAME and not p.match("part-*.parquet"))
+    foreign = sorted(p.name for p in out.iterdir()
+                     if not p.is_file() or (p.name != META_NAME and not p.match("part-*.parquet")))
     if foreign:
         raise VidfuseError(f"--out {out} holds {foreign[0]}, which prepare did not write: move it out before "
                            "--overwrite replaces the folder")
