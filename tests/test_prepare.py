@@ -145,6 +145,24 @@ def test_frame_folders_round_trip(tiny_dataset):
     assert {r["split1"] for r in rows.values()} == {"train", "val", "test"}
 
 
+def test_a_video_whose_frames_differ_in_size_is_skipped_with_a_reason(tiny_dataset, tmp_path):
+    """A row has one height and width and a clip decodes into one array: a frame of another size would make a
+    row that no epoch can decode. It is skipped, and `--strict` makes it an error."""
+    frames = tmp_path / "frames"
+    shutil.copytree(tiny_dataset.frames_root, frames)
+    odd = frames / "MoveUp" / "v_MoveUp_g01_c01"
+    Image.new("RGB", (100, 30), (90, 90, 90)).save(odd / "image_00005.jpg")
+    kwargs = dict(dataset="ucf101", splits=tiny_dataset.splits_dir, frames=frames, short_side=48, workers=1,
+                  progress=False)
+    summary = prepare_dataset(out=tmp_path / "sizes.parquet", **kwargs)
+    expected = (f"does not decode: {odd}: frame 5 is 160x48 pixels at short side 48, frame 1 48x48 (the frames of "
+                "a video must have one size)")
+    assert summary.skipped == [("v_MoveUp_g01_c01", expected)]
+    assert "v_MoveUp_g01_c01" not in _rows(tmp_path / "sizes.parquet") and len(_rows(tmp_path / "sizes.parquet")) == 23
+    with pytest.raises(VidfuseError, match="frame 5 is 160x48 pixels"):
+        prepare_dataset(out=tmp_path / "strict.parquet", strict=True, **kwargs)
+
+
 def test_frames_are_stored_plain_and_the_rest_compressed(tiny_dataset):
     shard = next(tiny_dataset.parquet.glob("part-*.parquet"))
     row_group = pq.ParquetFile(shard).metadata.row_group(0)

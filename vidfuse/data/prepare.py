@@ -115,15 +115,21 @@ def scan_root(root: Path, kind: str) -> dict[tuple[str, str], Path]:
 
 
 def encode_video(path: Path, short_side: int) -> EncodedVideo:
-    """Decode `path` (file or frame folder), resize each frame to `short_side`, JPEG-encode it."""
-    frames, size = [], (0, 0)
-    for image in iter_frames(path):
+    """Decode `path` (file or frame folder), resize each frame to `short_side`, JPEG-encode it. The frames of a
+    video must share one size (a row has one height and width, and a clip is decoded into one array): a frame of
+    another size is an error that names it."""
+    frames, size = [], None
+    for number, image in enumerate(iter_frames(path), start=1):
         image = resize_short_side(image, short_side)
+        if size is not None and image.size != size:
+            raise VidfuseError(f"{path}: frame {number} is {image.size[0]}x{image.size[1]} pixels at short side "
+                               f"{short_side}, frame 1 {size[0]}x{size[1]} (the frames of a video must have one size)")
+        size = image.size
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=JPEG_QUALITY)
         frames.append(buffer.getvalue())
-        size = image.size
-    return EncodedVideo(frames=frames, height=size[1], width=size[0])
+    width, height = size or (0, 0)
+    return EncodedVideo(frames=frames, height=height, width=width)
 
 
 def _encode_job(job: tuple[str, str, int]) -> tuple[str, EncodedVideo | str]:
