@@ -316,6 +316,16 @@ def test_missing_or_unusable_data_set_is_one_line_before_any_trial(tmp_path, cap
     assert not (tmp_path / "smoke").exists()  # no search started
 
 
+def test_a_storage_uri_is_refused_as_train_refuses_it(tiny_dataset, tmp_path, monkeypatch, capsys):
+    """Not made a local folder named `s3:` in the working directory."""
+    monkeypatch.chdir(tmp_path)
+    code = main(["tune", "--space", str(SMOKE), "--data", str(tiny_dataset.parquet), "--storage", "s3://bucket/exp"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1
+    assert err[0].startswith("vidfuse: error: run.storage=s3://bucket/exp: a URI is not supported"), err
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_experiment_name_and_gpus_the_local_ray_lacks_are_refused(tiny_dataset, ray_session, tmp_path, capsys):
     argv = ["tune", "--space", str(SMOKE), "--data", str(tiny_dataset.parquet), "--storage", str(tmp_path / "runs")]
     assert main(argv + ["--name", "../escaped"]) == 2

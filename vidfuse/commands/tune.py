@@ -38,6 +38,8 @@ def _base_config(args: argparse.Namespace) -> config_lib.Config:
     base = config_lib.load(args.config)
     config_lib.set_value(base, "data.path", str(data.resolve()))
     config_lib.set_value(base, "data.split", args.split)
+    config_lib.set_value(base, "run.storage", args.storage)
+    config_lib.validate(base)  # as `train` does: a URI is refused before it would be made a local path below
     config_lib.set_value(base, "run.storage", str(Path(args.storage).resolve()))
     return base
 
