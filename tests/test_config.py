@@ -115,6 +115,14 @@ def test_cli_prints_one_line_for_a_bad_key(capsys):
     assert len(err) == 1 and "model.nope" in err[0]
 
 
+def test_a_resume_path_that_is_not_there_is_one_line(tmp_path, capsys):
+    """Not a resume of the run folder above the missing checkpoint."""
+    (tmp_path / "run").mkdir()
+    missing = tmp_path / "run" / "nope.pt"
+    assert main(["train", "--resume_path", str(missing)]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"vidfuse: error: --resume_path {missing}: not found"]
+
+
 @pytest.mark.parametrize("argv, fragment", [
     (["train", "--split", "one"], "launch.py train: error: argument --split: invalid int value: 'one'"),
     (["prepare", "--dataset", "ucf101"], "launch.py prepare: error: the following arguments are required: "),

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from vidfuse import config as config_lib
 from vidfuse.engine import rundir
+from vidfuse.errors import VidfuseError
 
 # Shorthand flag -> config key.
 SHORTHANDS = {
@@ -64,6 +65,8 @@ def run(args: argparse.Namespace) -> int:
     resume = args.resume
     if args.resume_path:
         folder = Path(args.resume_path)
+        if not folder.exists():
+            raise VidfuseError(f"--resume_path {folder}: not found")
         folder = folder.parent if folder.suffix == ".pt" else folder
         overrides += [f"run.storage={folder.resolve().parent}", f"run.name={folder.name}"]
         resume = True
