@@ -115,6 +115,14 @@ def test_cli_prints_one_line_for_a_bad_key(capsys):
     assert len(err) == 1 and "model.nope" in err[0]
 
 
+def test_a_config_file_that_is_not_text_is_one_line(tmp_path, capsys):
+    binary = tmp_path / "best.pt"  # a checkpoint passed as --config by mistake
+    binary.write_bytes(b"PK\x03\x04\x14\x00\x00\x08\x00\x00\xa1")
+    assert main(["train", "--config", str(binary), "--data", "x"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        f"vidfuse: error: {binary}: not UTF-8 text (byte 10 is 0xa1)"]
+
+
 def test_a_resume_path_that_is_not_there_is_one_line(tmp_path, capsys):
     """Not a resume of the run folder above the missing checkpoint."""
     (tmp_path / "run").mkdir()

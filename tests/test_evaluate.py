@@ -63,8 +63,19 @@ def test_bad_checkpoints_and_folders_are_clear_errors(tmp_path):
     run_dir, _ = make_model_run(tmp_path, ["a", "b", "c"])
     other = build_model(arch="resnet", depth=18, shortcut="A", num_classes=3, fusion="gap", fusion_layers=("layer4",))
     save_checkpoint(tmp_path / "other.pt", {"model": other.state_dict(), "labels": ["a", "b", "c"]})
-    with pytest.raises(VidfuseError, match=r"other\.pt: weights do not fit the run's model \(resnet-10"):
+    with pytest.raises(VidfuseError) as error:
         load_run_model(run_dir, str(tmp_path / "other.pt"))
+    # the line says what differs (resnet-18 has layers the resnet-10 lacks), not only "Error(s) in loading ..."
+    assert str(error.value).startswith(f"{tmp_path / 'other.pt'}: weights do not fit the run's model (resnet-10 "
+                                       "with the gap head): Unexpected key(s) in state_dict: ")
+    assert len(str(error.value).splitlines()) == 1
+    for content, held in (([1, 2, 3], "list"), (torch.zeros(3), "Tensor")):
+        torch.save(content, tmp_path / "odd.pt")
+        with pytest.raises(VidfuseError, match=rf"odd\.pt: not a checkpoint \(it holds a {held}, not a dict"):
+            load_run_model(run_dir, str(tmp_path / "odd.pt"))
+    torch.save({"model": [1, 2], "labels": ["a", "b", "c"]}, tmp_path / "odd.pt")
+    with pytest.raises(VidfuseError, match=r"odd\.pt: weights do not fit the run's model .*state_dict to be dict"):
+        load_run_model(run_dir, str(tmp_path / "odd.pt"))
     with pytest.raises(VidfuseError, match="checkpoint not found"):
         load_run_model(run_dir, "last")
     with pytest.raises(VidfuseError, match="not a vidfuse run folder"):

@@ -275,3 +275,8 @@ def test_a_damaged_meta_json_is_one_line_naming_it(tiny_dataset, tmp_path, capsy
     assert capsys.readouterr().err.strip().splitlines() == [
         f"vidfuse: error: {data / META_NAME}: not valid JSON (Expecting property name enclosed in double quotes: "
         "line 1 column 22 (char 21))"]
+    for meta in ('[]', '{}', '{"labels": null, "counts": {}}', '{"labels": ["a"], "counts": {"split1": [1, 2]}}'):
+        (data / META_NAME).write_text(meta)
+        assert main(["train", "--data", str(data), "--storage", str(tmp_path), "--name", "meta"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"vidfuse: error: {data / META_NAME}: not "), (meta, err)

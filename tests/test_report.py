@@ -25,6 +25,7 @@ from vidfuse.report import compare_to_baseline, markdown_table, results_table
 from vidfuse.report.plots import confusion_figure, curves_figure
 from vidfuse.report.stats import NOT_DISTINGUISHABLE
 from vidfuse.report.tables import MeanStd
+from vidfuse.report.testdir import read_top1_correct
 
 VIDEOS = [f"v_{i:03d}" for i in range(60)]
 
@@ -169,6 +170,19 @@ def test_damaged_json_files_of_a_run_are_one_line_each(tmp_path, capsys):
         results_table([run_dir])
     assert str(error.value) == (f"{run_dir / 'test' / 'summary.json'}: not valid JSON "
                                 "(Expecting property name enclosed in double quotes: line 1 column 2 (char 1))")
+    (run_dir / "test" / "summary.json").write_text("[1]")  # valid JSON, but not what `test` writes
+    with pytest.raises(VidfuseError, match=r"summary\.json: not a JSON object \(a list\)"):
+        results_table([run_dir])
+    (run_dir / "test" / "summary.json").write_bytes(b'{"top1_error": "\xff"}')
+    with pytest.raises(VidfuseError, match=r"summary\.json: not UTF-8 text \(byte 16 is 0xff\)"):
+        results_table([run_dir])
+    (run_dir / "test" / "summary.json").unlink()
+    (run_dir / "test" / "predictions.jsonl").write_text('{"video_id": "v_000"}\n')
+    with pytest.raises(VidfuseError, match=r"predictions\.jsonl: a record without `video_id` or `correct`"):
+        read_top1_correct(run_dir)
+    metrics.write_text(metrics.read_text() + '{"epoch": "4"}\n')
+    with pytest.raises(VidfuseError, match=r"metrics\.jsonl: a record without an integer `epoch`"):
+        results_table([run_dir])
 
 
 def test_metrics_are_added_by_rewriting_the_file_atomically(tmp_path, monkeypatch):

@@ -109,6 +109,29 @@ def test_kinetics_train_rows_give_a_per_class_val_fraction(tmp_path):
     assert per_class == {("a b", "train"): 15, ("a b", "val"): 5, ("c", "train"): 15, ("c", "val"): 5}
 
 
+@pytest.mark.parametrize("row, message", [
+    ("a,v1,abc,10,train", "line 3: time_start 'abc' and time_end '10' must be seconds"),
+    ("a,v1,1e400,1e401,train", "line 3: time_start '1e400' and time_end '1e401' must be seconds"),
+    ("a,v1", "line 3: fewer fields than the columns label, youtube_id, time_start, time_end, split"),
+    ("a,v1,0,10,holdout", "line 3: unknown split 'holdout' for v1"),
+])
+def test_a_bad_kinetics_row_names_its_file_and_line(tmp_path, row, message):
+    csv = tmp_path / "train.csv"
+    csv.write_text(f"label,youtube_id,time_start,time_end,split\na,v0,0,10,train\n{row}\n")
+    with pytest.raises(VidfuseError) as error:
+        read_splits("kinetics", csv, val_fraction=0.1)
+    assert str(error.value) == f"{csv}, {message}"
+
+
+def test_split_files_that_are_not_utf8_name_the_file(shared_data, tmp_path):
+    splits = tmp_path / "ucf101"
+    shutil.copytree(shared_data / "splits" / "ucf101", splits)
+    (splits / "classInd.txt").write_bytes(b"1 ApplyEyeMakeup\r\n2 \xff\xfeBad\r\n")
+    with pytest.raises(VidfuseError) as error:
+        read_splits("ucf101", splits, val_fraction=0.1)
+    assert str(error.value) == f"{splits / 'classInd.txt'}: not UTF-8 text (byte 20 is 0xff)"
+
+
 def test_folder_split_is_stratified_and_seeded():
     entries = [(label, f"{label}_{i}") for label in ("jump", "run", "walk") for i in range(10)]
     first = folder_splits(entries, val_fraction=0.2, test_fraction=0.3, seed=1)

@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 
 from vidfuse.errors import VidfuseError, first_line
-from vidfuse.files import write_text
+from vidfuse.files import read_text, write_text
 
 
 @dataclass
@@ -216,7 +216,7 @@ def load(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str
 def read_yaml(path: Path) -> Any:
     """The YAML document at `path`; a syntax error is one line with its line and column."""
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.safe_load(read_text(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

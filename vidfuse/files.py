@@ -1,8 +1,8 @@
 """vidfuse's own files: written atomically, read with one-line errors.
 
 Every config, checkpoint, table, metrics record, prediction file and picture is written under a temporary name,
-then renamed: a crash or a Ctrl-C never leaves half a file under the final name. A JSON file that does not parse
-all the same (edited by hand, damaged on disk) is one line that names it, not a traceback.
+then renamed: a crash or a Ctrl-C never leaves half a file under the final name. A text or JSON file that does not
+read all the same (edited by hand, damaged on disk, not UTF-8) is one line that names it, not a traceback.
 """
 
 from __future__ import annotations
@@ -44,21 +44,35 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """The JSON value in the file `path`."""
+def read_text(path: str | os.PathLike) -> str:
+    """The text of the file `path`, which must be UTF-8 (as every text file vidfuse reads or writes is)."""
     try:
-        return json.loads(Path(path).read_text())
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise VidfuseError(f"{path}: not UTF-8 text (byte {exc.start} is 0x{exc.object[exc.start]:02x})") from None
+
+
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    """The JSON object in the file `path`."""
+    try:
+        value = json.loads(read_text(path))
     except json.JSONDecodeError as exc:
         raise VidfuseError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(value, dict):
+        raise VidfuseError(f"{path}: not a JSON object (a {type(value).__name__})")
+    return value
 
 
-def read_json_lines(path: str | os.PathLike) -> list[Any]:
-    """The JSON value on each non-blank line of the file `path` (JSON Lines), in order."""
+def read_json_lines(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The JSON object on each non-blank line of the file `path` (JSON Lines), in order."""
     values = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(path).splitlines(), start=1):
         if line.strip():
             try:
-                values.append(json.loads(line))
+                value = json.loads(line)
             except json.JSONDecodeError as exc:
                 raise VidfuseError(f"{path}: line {number} is not valid JSON ({exc.msg}: column {exc.colno})") from None
+            if not isinstance(value, dict):
+                raise VidfuseError(f"{path}: line {number} is not a JSON object (a {type(value).__name__})")
+            values.append(value)
     return values

@@ -417,7 +417,13 @@ def read_meta(path: Path) -> dict:
     meta_file = Path(path) / META_NAME
     if not meta_file.is_file():
         raise VidfuseError(f"not a prepared data set (no {META_NAME}): {path}")
-    return read_json(meta_file)
+    meta = read_json(meta_file)
+    counts = meta.get("counts")
+    if not isinstance(meta.get("labels"), list) or not isinstance(counts, dict) or not all(
+            isinstance(subsets, dict) for subsets in counts.values()):
+        raise VidfuseError(f"{meta_file}: not the meta data `prepare` writes (a list `labels` and `counts` per split "
+                           "and subset): prepare the data set again")
+    return meta
 
 
 def check_same_classes(data_path: str | os.PathLike, labels: Sequence[str]) -> None:

@@ -21,6 +21,7 @@ Formats:
 from __future__ import annotations
 
 import csv
+import io
 import re
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from vidfuse.errors import VidfuseError
+from vidfuse.files import read_text
 
 SUBSETS = ("train", "val", "test")
 UNUSED = "unused"
@@ -97,7 +99,7 @@ def check_fraction(name: str, value: float, *, low_inclusive: bool) -> None:
 def _lines(path: Path) -> list[str]:
     if not path.is_file():
         raise VidfuseError(f"split file not found: {path}")
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    return [line.strip() for line in read_text(path).splitlines() if line.strip()]
 
 
 def read_ucf101(splits_dir: Path, *, val_fraction: float, seed: int = 0) -> SplitSet:
@@ -222,17 +224,23 @@ def read_kinetics(splits: Path, *, val_fraction: float, seed: int = 0) -> SplitS
     required = ("label", "youtube_id", "time_start", "time_end", "split")
     entries: dict[str, tuple[str, str]] = {}
     for path in paths:
-        with path.open(newline="") as handle:
-            reader = csv.DictReader(handle)
-            missing = [c for c in required if c not in (reader.fieldnames or [])]
-            if missing:
-                raise VidfuseError(f"{path}: missing CSV column(s) {', '.join(missing)}")
-            for row in reader:
-                subset = KINETICS_SUBSETS.get(row["split"].strip())
-                if subset is None:
-                    raise VidfuseError(f"{path}: unknown split {row['split']!r} for {row['youtube_id']}")
+        reader = csv.DictReader(io.StringIO(read_text(path), newline=""))
+        missing = [c for c in required if c not in (reader.fieldnames or [])]
+        if missing:
+            raise VidfuseError(f"{path}: missing CSV column(s) {', '.join(missing)}")
+        for row in reader:
+            where = f"{path}, line {reader.line_num}"
+            if any(row[column] is None for column in required):
+                raise VidfuseError(f"{where}: fewer fields than the columns {', '.join(required)}")
+            subset = KINETICS_SUBSETS.get(row["split"].strip())
+            if subset is None:
+                raise VidfuseError(f"{where}: unknown split {row['split']!r} for {row['youtube_id']}")
+            try:
                 video_id = kinetics_video_id(row["youtube_id"], row["time_start"], row["time_end"])
-                entries[video_id] = (row["label"].strip(), subset)
+            except (ValueError, OverflowError):
+                raise VidfuseError(f"{where}: time_start {row['time_start']!r} and time_end {row['time_end']!r} "
+                                   "must be seconds") from None
+            entries[video_id] = (row["label"].strip(), subset)
     labels = sorted({label for label, _ in entries.values()})
     videos = [
         ListedVideo(v, label, (label, label.replace(" ", "_")), {1: subset})

@@ -40,10 +40,13 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     if not path.is_file():
         raise VidfuseError(f"checkpoint not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # pickle / zip errors: not a checkpoint at all
         reason = f"{type(exc).__name__}: {first_line(exc)}"
         raise VidfuseError(f"{path}: not a readable checkpoint ({reason})") from None
+    if not isinstance(state, dict):
+        raise VidfuseError(f"{path}: not a checkpoint (it holds a {type(state).__name__}, not a dict of weights)")
+    return state
 
 
 def resolve_checkpoint(run_dir: str | os.PathLike, which: str = "best") -> Path:

@@ -50,11 +50,19 @@ def load_run_model(
     model = model_from_config(config.model, config.data)
     try:
         model.load_state_dict(state["model"] if "model" in state else state)
-    except RuntimeError as exc:
+    except (RuntimeError, TypeError) as exc:  # TypeError: `model` is no dict of weights
         model_name = f"{config.model.arch}-{config.model.depth} with the {config.model.fusion} head"
-        reason = first_line(exc)
-        raise VidfuseError(f"{path}: weights do not fit the run's model ({model_name}): {reason}") from None
+        raise VidfuseError(f"{path}: weights do not fit the run's model ({model_name}): "
+                           f"{_load_error_detail(exc)}") from None
     return model.eval(), config, labels, path
+
+
+def _load_error_detail(error: Exception, limit: int = 200) -> str:
+    """The part of a `load_state_dict` error that says what differs: its first detail line ("Missing key(s) in
+    state_dict: ...", "size mismatch for ..."), not its heading, cut to `limit` characters."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    detail = lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading state_dict") else first_line(error)
+    return detail if len(detail) <= limit else detail[:limit] + " ..."
 
 
 @torch.inference_mode()

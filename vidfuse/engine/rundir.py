@@ -21,7 +21,7 @@ from typing import Any
 
 from vidfuse import config as config_lib
 from vidfuse.errors import VidfuseError
-from vidfuse.files import read_json, read_json_lines, write_text
+from vidfuse.files import read_json, read_json_lines, read_text, write_text
 
 CONFIG = "config.yaml"
 META = "meta.json"
@@ -69,7 +69,10 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     path = Path(run_dir) / METRICS
     if not path.is_file():
         return []
-    by_epoch = {int(record["epoch"]): record for record in read_json_lines(path)}
+    records = read_json_lines(path)
+    if not all(isinstance(record.get("epoch"), int) for record in records):
+        raise VidfuseError(f"{path}: a record without an integer `epoch`, not what training writes")
+    by_epoch = {record["epoch"]: record for record in records}
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
@@ -99,7 +102,7 @@ def append_metrics(run_dir: str | os.PathLike, record: dict[str, Any]) -> None:
     """Add an epoch record to metrics.jsonl. The file is written anew (atomically) rather than appended to: a crash
     in the middle of an append would leave half a line, and every later read of the run would fail on it."""
     path = Path(run_dir) / METRICS
-    written = path.read_text() if path.is_file() else ""
+    written = read_text(path) if path.is_file() else ""
     write_text(path, written + json.dumps(record) + "\n")
 
 
@@ -111,7 +114,7 @@ def mark_stopped(run_dir: str | os.PathLike, marker: str, reason: str) -> None:
 def stop_reason(run_dir: str | os.PathLike, marker: str) -> str | None:
     """Why the run at `run_dir` stopped (`mark_stopped` with `marker`), or None if it did not."""
     path = Path(run_dir) / marker
-    return path.read_text().strip() if path.exists() else None
+    return read_text(path).strip() if path.exists() else None
 
 
 def clear_stop_reasons(run_dir: str | os.PathLike, *, markers: Sequence[str] = (DIVERGED, FAILED)) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
 from vidfuse.engine import metrics, rundir
+from vidfuse.errors import VidfuseError
 from vidfuse.files import read_json, read_json_lines, write_text
 from vidfuse.report.plots import confusion_figure, save_figure
 
@@ -100,4 +101,7 @@ def read_top1_correct(run_dir: str | os.PathLike) -> dict[str, bool] | None:
     path = test_dir(run_dir) / PREDICTIONS
     if not path.is_file():
         return None
-    return {r["video_id"]: bool(r["correct"]) for r in read_json_lines(path)}
+    records = read_json_lines(path)
+    if not all({"video_id", "correct"} <= record.keys() for record in records):
+        raise VidfuseError(f"{path}: a record without `video_id` or `correct`, not what `test` writes")
+    return {r["video_id"]: bool(r["correct"]) for r in records}
