@@ -183,6 +183,8 @@ def test_bad_inputs_are_one_clear_error(tiny_dataset, tmp_path):
         prepare_dataset(frames=tmp_path / "nowhere", **base)
     with pytest.raises(VidfuseError, match="--workers -1 must be at least 1"):
         prepare_dataset(frames=tiny_dataset.frames_root, **{**base, "workers": -1})
+    with pytest.raises(VidfuseError, match="--seed -1 must be at least 0"):
+        prepare_dataset(frames=tiny_dataset.frames_root, seed=-1, **base)
     with pytest.raises(VidfuseError, match=r"classInd\.txt is a file: ucf101 takes the folder"):
         prepare_dataset(frames=tiny_dataset.frames_root, **{**base, "splits": tiny_dataset.splits_dir / "classInd.txt"})
     with pytest.raises(VidfuseError, match="frames root is not a folder"):

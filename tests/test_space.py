@@ -102,6 +102,7 @@ def test_base_config_and_overrides_come_before_the_file(tmp_path):
     ("model.depth: {choice: [10, 18]}", "model.depth is both searched and fixed"),
     ("model.arch: {choice: [resnet, resnext]}", "unknown depth 10 for resnext; valid: 101"),
     ("model.fusion_layers: {choice: [[layer4], [layer5]]}", "fusion_layers ['layer5'] must be a non-empty subset"),
+    ("1: {choice: [1, 2]}", "search key 1 is not a config key like optim.lr"),
 ])
 def test_bad_search_entries_name_the_file_and_key(tmp_path, search, message):
     path = _write(tmp_path, f"config: {{model: {{depth: 10}}}}\nsearch:\n  {search}\nasha: {{max_t: 2}}\n")

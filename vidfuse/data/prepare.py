@@ -287,6 +287,8 @@ def prepare_dataset(
         raise VidfuseError(f"--short-side ({short_side}) and --min-frames ({min_frames}) must be at least 1")
     if workers is not None and workers < 1:
         raise VidfuseError(f"--workers {workers} must be at least 1")
+    if seed < 0:
+        raise VidfuseError(f"--seed {seed} must be at least 0")
     if dataset == "folder" and splits is not None:
         raise VidfuseError(f"--dataset folder takes no --splits ({splits}): it splits the folders it finds")
     kind, root = ("frames", Path(frames)) if frames is not None else ("videos", Path(videos))

@@ -125,6 +125,8 @@ def load_space(path: str | os.PathLike, base: config_lib.Config | None = None,
 
     search = {}
     for key, spec in search_raw.items():
+        if not isinstance(key, str):
+            raise VidfuseError(f"{path}: search key {key!r} is not a config key like optim.lr")
         if key in fixed_keys:
             raise VidfuseError(f"{path}: {key} is both searched and fixed (config: or --set); keep one")
         search[key] = _parse_distribution(path, config, key, spec)
