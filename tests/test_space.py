@@ -103,6 +103,8 @@ def test_base_config_and_overrides_come_before_the_file(tmp_path):
     ("model.arch: {choice: [resnet, resnext]}", "unknown depth 10 for resnext; valid: 101"),
     ("model.fusion_layers: {choice: [[layer4], [layer5]]}", "fusion_layers ['layer5'] must be a non-empty subset"),
     ("1: {choice: [1, 2]}", "search key 1 is not a config key like optim.lr"),
+    ("model.fusion_dim: {randint: [16, 4096]}", "randint over 4081 values of a model key (at most 65, each checked)"),
+    ("run.seed: {randint: [0, 1.0e+10]}", "run.seed=10000000000 must be between 0 and 4294967295"),
 ])
 def test_bad_search_entries_name_the_file_and_key(tmp_path, search, message):
     path = _write(tmp_path, f"config: {{model: {{depth: 10}}}}\nsearch:\n  {search}\nasha: {{max_t: 2}}\n")

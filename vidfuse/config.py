@@ -250,7 +250,7 @@ RANGES = {
     **{key: (0, False, None) for key in ("optim.lr", "optim.gamma", "run.cpus_per_worker")},
     "model.ft_begin_index": (0, True, 5),
     "run.max_failures": (-1, True, None),  # -1: restart without limit, as Ray's FailureConfig
-    "run.seed": (0, True, None),  # NumPy's generators take no negative seed
+    "run.seed": (0, True, 2**32 - 1),  # NumPy's generators take no negative seed; torch none of 2**64 and more
     "optim.momentum": (0, True, 0.999),
 }
 

@@ -176,6 +176,9 @@ def _parse_distribution(path: Path, config: config_lib.Config, key: str, spec: A
     if kind in RANGES:
         _check_range(where, config, key, kind, args)
     small_int_range = kind == "randint" and args[1] - args[0] <= MAX_CHECKED_INTS
+    if kind == "randint" and not small_int_range and key.startswith("model."):
+        raise VidfuseError(f"{where}: randint over {int(args[1] - args[0]) + 1} values of a model key (at most "
+                           f"{MAX_CHECKED_INTS + 1}, each checked); use choice over the values you mean")
     for value in range(int(args[0]), int(args[1]) + 1) if small_int_range else args:  # else choices, or the ends
         trial = copy.deepcopy(config)
         try:
