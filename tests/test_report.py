@@ -173,6 +173,9 @@ def test_damaged_json_files_of_a_run_are_one_line_each(tmp_path, capsys):
     (run_dir / "test" / "summary.json").write_text("[1]")  # valid JSON, but not what `test` writes
     with pytest.raises(VidfuseError, match=r"summary\.json: not a JSON object \(a list\)"):
         results_table([run_dir])
+    (run_dir / "test" / "summary.json").write_text("{}")  # not an untested run: a damaged summary
+    with pytest.raises(VidfuseError, match=r"summary\.json: no top1_error or top5_error, not what `test` writes"):
+        results_table([run_dir])
     (run_dir / "test" / "summary.json").write_bytes(b'{"top1_error": "\xff"}')
     with pytest.raises(VidfuseError, match=r"summary\.json: not UTF-8 text \(byte 16 is 0xff\)"):
         results_table([run_dir])

@@ -91,9 +91,15 @@ def write_test_results(
 
 
 def read_summary(run_dir: str | os.PathLike) -> dict[str, Any] | None:
-    """The run's test summary, or None when `test` has not run."""
+    """The run's test summary, or None when `test` has not run. A summary without the errors it exists for is
+    damaged, not "untested"."""
     path = test_dir(run_dir) / SUMMARY
-    return read_json(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    summary = read_json(path)
+    if not {"top1_error", "top5_error"} <= summary.keys():
+        raise VidfuseError(f"{path}: no top1_error or top5_error, not what `test` writes: run `test` again")
+    return summary
 
 
 def read_top1_correct(run_dir: str | os.PathLike) -> dict[str, bool] | None:
