@@ -26,7 +26,7 @@ from vidfuse.engine.ray_console import TRAIN_CONSOLE_LOG_LEVEL
 from vidfuse.engine.ray_runtime import ensure_ray
 from vidfuse.engine.train_loop import steps_per_epoch, train_loop_per_worker, worker_batch_size
 from vidfuse.errors import VidfuseError, first_line, root_cause
-from vidfuse.files import write_text
+from vidfuse.files import read_text, write_text
 from vidfuse.models import count_gflops, count_parameters, load_pretrained, model_from_config
 
 FAULT_ENV = "VIDFUSE_FAULT"  # test-only: "epoch=E,rank=R,marker=PATH" kills worker R once in epoch E
@@ -255,7 +255,7 @@ def train(config: config_lib.Config, *, resume: bool = False) -> Path:
     run_dir = rundir.run_dir_of(config)
     if resume and not (run_dir / rundir.CONFIG).exists():
         raise VidfuseError(f"nothing to resume: {run_dir} holds no run")
-    saved_config = (run_dir / rundir.CONFIG).read_text() if resume else None
+    saved_config = read_text(run_dir / rundir.CONFIG) if resume else None
     epochs_before = len(rundir.read_metrics(run_dir)) if resume else 0
     trainer = build_trainer(config, resume=resume)
     rundir.clear_stop_reasons(run_dir)  # a resumed run trains again from its last checkpoint

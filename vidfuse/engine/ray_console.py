@@ -23,7 +23,7 @@ import logging
 import sys
 from typing import Any
 
-from vidfuse.errors import VidfuseError
+from vidfuse.errors import VidfuseError, root_cause
 
 JOB_SETUP_HOOK = f"{__name__}.hide_own_errors"
 HIDDEN = "hide"  # the LogRecord attribute Ray Data's console filter drops a record by
@@ -47,10 +47,8 @@ def carries_own_error(record: logging.LogRecord) -> bool:
     if record.levelno < logging.WARNING:
         return False
     error = record.exc_info[1] if record.exc_info else sys.exc_info()[1]
-    while error is not None:
-        if isinstance(error, VidfuseError):
-            return True
-        error = error.__cause__
+    if error is not None and isinstance(root_cause(error), VidfuseError):
+        return True
     return OWN_ERROR_NAME in str(record.msg)
 
 
