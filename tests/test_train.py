@@ -336,6 +336,35 @@ def test_a_workers_own_error_leaves_it_as_its_message_alone(monkeypatch, tmp_pat
         assert root_cause(chained) is chained
 
 
+def test_a_model_too_large_for_memory_is_one_line_naming_its_size(tiny_dataset, tmp_path):
+    """`model.fusion_dim=100000000` failed in each worker with a 50-line allocator traceback, twice (Ray Train
+    retried it), before the run's line. Running out of memory while the model is built or moved is now vidfuse's
+    own error, which `train_loop_per_worker` ends the run on without a retry. A dimension of 10**12 needs ~1 PB,
+    past any machine's address space, so the allocation fails at once everywhere."""
+    from vidfuse.engine.train_loop import explain_out_of_memory
+    from vidfuse.models import count_parameters
+
+    cfg = tiny_config(tiny_dataset, tmp_path, "huge", **{"model.fusion": "hbp", "model.fusion_dim": 10**12,
+                                                        "model.num_classes": 4})
+    with torch.device("meta"):
+        parameters = count_parameters(model_from_config(cfg.model, cfg.data))
+    assert parameters > 10**14  # the projections alone: 10**12 x the channels of two stages
+    with pytest.raises(VidfuseError) as error:
+        with explain_out_of_memory(cfg, where="worker 0's cpu memory"):
+            model_from_config(cfg.model, cfg.data)
+    assert str(error.value) == (
+        f"the model does not fit in worker 0's cpu memory: {parameters:,} parameters ({parameters * 4 / 1e9:,.1f} "
+        "GB as float32) with model.arch=resnet, model.depth=10, model.fusion=hbp, model.fusion_dim=1000000000000, "
+        "model.num_classes=4; choose a smaller one")
+    assert error.value.__cause__ is None and error.value.__suppress_context__
+    with pytest.raises(VidfuseError, match="worker 1's cuda memory"):  # a GPU's own out-of-memory error
+        with explain_out_of_memory(cfg, where="worker 1's cuda memory"):
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 4.00 PiB")
+    with pytest.raises(RuntimeError, match="^Expected more than 1 value per channel$"):  # any other error: as is
+        with explain_out_of_memory(cfg, where="worker 0's cpu memory"):
+            raise RuntimeError("Expected more than 1 value per channel")
+
+
 def test_ray_console_shows_train_warnings_only_and_a_callers_ray_outlives_errors(ray_session, tiny_dataset,
                                                                                tmp_path):
     """Ray Train's INFO lines (its start-up, every checkpoint, two dicts of metrics an epoch) stay in its log

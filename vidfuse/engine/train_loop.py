@@ -7,7 +7,8 @@ Rank 0 also writes the run folder: `metrics.jsonl`, `last.pt` and `best.pt`, and
 `checkpoint_every` epochs and whenever the val video accuracy improves. A restarted or resumed worker group
 continues from `ray.train.get_checkpoint()`. A run whose training loss diverges ends normally, on every worker at
 once, with the reason in `RUN_DIR/diverged.txt` (not as a worker error, which Ray would retry); a run stopped by
-vidfuse's own error (a damaged data set) is not retried either (`train_loop_per_worker`).
+vidfuse's own error (a damaged data set, a model too large for the worker's memory) is not retried either
+(`train_loop_per_worker`).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,7 +40,7 @@ from vidfuse.engine.optim import build_optimizer, build_scheduler, current_lr, s
 from vidfuse.engine.precision import autocast
 from vidfuse.engine.ray_console import quiet_train_worker_console
 from vidfuse.errors import VidfuseError, first_line, root_cause
-from vidfuse.models import load_pretrained, model_from_config
+from vidfuse.models import count_parameters, load_pretrained, model_from_config
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -200,6 +202,27 @@ def resumed_best_score(state: dict[str, Any]) -> float:
     return state.get("best_val_score", state.get("best_val_video_acc", -1.0))
 
 
+CPU_OUT_OF_MEMORY = "can't allocate memory"  # torch's CPU allocator; a GPU raises torch.OutOfMemoryError
+
+
+@contextlib.contextmanager
+def explain_out_of_memory(cfg: config_lib.Config, *, where: str) -> Iterator[None]:
+    """Inside the block, running out of memory (building the model, moving it to its device) is vidfuse's error
+    naming the model's size and the keys that set it, such as a `model.fusion_dim` far too large: every retry
+    would fail the same way, so it is one line and no retry (`train_loop_per_worker`), not a worker traceback."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if not (isinstance(exc, torch.OutOfMemoryError) or CPU_OUT_OF_MEMORY in str(exc)):
+            raise
+        with torch.device("meta"):  # its size, without allocating it
+            parameters = count_parameters(model_from_config(cfg.model, cfg.data))
+        keys = ", ".join(f"model.{key}={getattr(cfg.model, key)}"
+                         for key in ("arch", "depth", "fusion", "fusion_dim", "num_classes"))
+        raise VidfuseError(f"the model does not fit in {where}: {parameters:,} parameters "
+                           f"({parameters * 4 / 1e9:,.1f} GB as float32) with {keys}; choose a smaller one") from None
+
+
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     """Entry point of every Ray Train worker; `loop_config` comes from `driver.build_trainer`.
 
@@ -236,12 +259,13 @@ def _train(loop_config: dict[str, Any]) -> None:
     torch.manual_seed(cfg.run.seed)
     if cfg.run.deterministic:  # as MMAction2's `deterministic`: no autotuned, run-to-run varying cuDNN kernels
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    model = model_from_config(cfg.model, cfg.data)
-    if cfg.model.pretrain_path:
-        load_pretrained(model, cfg.model.pretrain_path)
-    if cfg.model.sync_bn and world > 1:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    model = ray.train.torch.prepare_model(model)
+    with explain_out_of_memory(cfg, where=f"worker {rank}'s {device.type} memory"):
+        model = model_from_config(cfg.model, cfg.data)
+        if cfg.model.pretrain_path:
+            load_pretrained(model, cfg.model.pretrain_path)
+        if cfg.model.sync_bn and world > 1:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = ray.train.torch.prepare_model(model)  # on the worker's device
     optimizer = build_optimizer(_unwrap(model), cfg.optim)
     scheduler = build_scheduler(optimizer, cfg.optim, epochs=cfg.run.epochs)
     scaler = torch.amp.GradScaler(device.type, enabled=device.type == "cuda" and cfg.run.precision == "fp16")
