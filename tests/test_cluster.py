@@ -183,3 +183,25 @@ def test_ray_job_submit_trains_a_run(local_head, tiny_dataset, tmp_path):
     assert trained["data"]["path"] == str(tiny_dataset.parquet)
     assert (run_dir / "best.pt").is_file() and (run_dir / "last.pt").is_file()
     assert f"run folder: {run_dir}" in submit.stdout  # the job's own output came back through `ray job submit`
+
+
+def test_a_job_runtime_env_that_sets_vidfuses_own_keys_is_one_line(tiny_dataset, tmp_path):
+    """`ray job submit --runtime-env-json` with a `worker_process_setup_hook` (or one of vidfuse's env vars): Ray
+    refuses to merge it with vidfuse's in `ray.init`, which gave a 20-line ValueError traceback and exit 1. The job
+    supervisor hands the job's runtime env to the driver in RAY_JOB_CONFIG_JSON_ENV_VAR, set here by hand; the merge
+    fails before Ray connects, so the address need not exist."""
+    job_config = {"runtime_env": {"worker_process_setup_hook": "mymodule.setup",
+                                  "env_vars": {"RAY_TRAIN_ENABLE_PRINT_PATCH": "1"}}}
+    env = {**os.environ, "RAY_ADDRESS": "127.0.0.1:1", "RAY_JOB_CONFIG_JSON_ENV_VAR": json.dumps(job_config)}
+    result = subprocess.run(
+        [sys.executable, "launch.py", "train", "--data", str(tiny_dataset.parquet), "--storage", str(tmp_path),
+         "--name", "hooked", "--batch_size", "4"], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "vidfuse: error: the job's runtime env (ray job submit --runtime-env-json) sets what vidfuse sets for its "
+        "workers (worker_process_setup_hook, RAY_DATA_PARQUET_READER_CPU_COUNT, "
+        "RAY_DATA_PARQUET_READER_IO_THREAD_COUNT, "
+        "RAY_TRAIN_ENABLE_PRINT_PATCH): leave those out, or set RAY_OVERRIDE_JOB_RUNTIME_ENV=1 to keep vidfuse's "
+        "(docs/cluster.md)")
+    assert not (tmp_path / "hooked").exists()

@@ -7,7 +7,7 @@ pipeline left without a free CPU hangs). A local Ray names its dashboard to all 
 machine, which fails as soon as a second Ray runs there, and the CPUs of every stopped trial stay reserved.
 
 Either way, the job's workers get `JOB_RUNTIME_ENV` (a job-level runtime env, which Ray merges with the one `ray
-job submit` was given):
+job submit` was given, refusing one that sets the same fields or env vars: `join_cluster`):
 - the env vars `pipeline.DECODER_ENV_VARS`, and Ray Train's print patch switched off. That patch sends each `print`
   of a Train worker to Train's logger and, as Ray wraps a worker's stdout, to stdout as well: every progress line
   reached the driver twice. Without it a worker's prints reach the driver once, like any task's;
@@ -27,6 +27,7 @@ import ray.data
 
 from vidfuse.data.pipeline import DECODER_ENV_VARS
 from vidfuse.engine.ray_console import JOB_SETUP_HOOK, hide_own_errors
+from vidfuse.errors import VidfuseError
 
 DATA_CPUS = 2  # logical CPUs kept free for Ray Data's Parquet reads and decoders
 JOB_ENV_VARS = {**DECODER_ENV_VARS, "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
@@ -49,6 +50,23 @@ def start_local_ray(num_cpus: int, **init_kwargs: Any) -> None:
              **init_kwargs)
 
 
+RUNTIME_ENV_CONFLICT = "Failed to merge the Job's runtime env"  # ray.init's ValueError
+
+
+def join_cluster() -> None:
+    """`ray.init` the cluster at RAY_ADDRESS with JOB_RUNTIME_ENV. A runtime env given to `ray job submit` that sets
+    one of its fields or env vars makes Ray refuse the job: one line naming them, not `ray.init`'s traceback."""
+    try:
+        ray.init(runtime_env=JOB_RUNTIME_ENV)
+    except ValueError as exc:
+        if RUNTIME_ENV_CONFLICT not in str(exc):
+            raise
+        own = ", ".join([key for key in JOB_RUNTIME_ENV if key != "env_vars"] + sorted(JOB_ENV_VARS))
+        raise VidfuseError(f"the job's runtime env (ray job submit --runtime-env-json) sets what vidfuse sets for its "
+                           f"workers ({own}): leave those out, or set RAY_OVERRIDE_JOB_RUNTIME_ENV=1 to keep "
+                           "vidfuse's (docs/cluster.md)") from None
+
+
 def ensure_ray(training_cpus: float) -> None:
     """Use the running Ray, join the one at RAY_ADDRESS, or start a local one with `training_cpus` + DATA_CPUS.
 
@@ -63,7 +81,7 @@ def ensure_ray(training_cpus: float) -> None:
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
-        ray.init(runtime_env=JOB_RUNTIME_ENV)
+        join_cluster()
     else:
         start_local_ray(max(os.cpu_count() or 1, math.ceil(training_cpus + DATA_CPUS)))
     _connected_here = True
