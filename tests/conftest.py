@@ -91,6 +91,30 @@ def damaged_dataset(tiny_dataset, tmp_path):
 
 
 @pytest.fixture
+def shard_with_damaged_pages(tiny_dataset, tmp_path):
+    """A copy of the tiny data set whose shards' `frames` pages start with bytes that are no page header: a copy
+    damaged in the middle. Their footers and small columns still read, so `pipeline.video_table` takes them."""
+    import shutil
+
+    import pyarrow.parquet as pq
+
+    from vidfuse.data.prepare import shard_paths
+
+    out = tmp_path / "damaged-pages.parquet"
+    shutil.copytree(tiny_dataset.parquet, out)
+    for shard in shard_paths(out):
+        metadata = pq.ParquetFile(shard).metadata
+        offsets = [metadata.row_group(group).column(column).data_page_offset
+                   for group in range(metadata.num_row_groups) for column in range(metadata.num_columns)
+                   if metadata.row_group(group).column(column).path_in_schema.startswith("frames")]
+        with open(shard, "r+b") as file:
+            for offset in offsets:
+                file.seek(offset)
+                file.write(b"\xff" * 24)
+    return out
+
+
+@pytest.fixture
 def ray_data_console():
     """What Ray Data's console handler in this process writes during the test, as a StringIO (its stream is
     otherwise the stderr of pytest's start, which capsys does not see)."""

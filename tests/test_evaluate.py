@@ -20,6 +20,7 @@ from torch import nn
 from vidfuse import config as config_lib
 from vidfuse.cli import main
 from vidfuse.data.pipeline import clip_dataset, video_table
+from vidfuse.data.prepare import shard_paths
 from vidfuse.data.transforms import to_model_input
 from vidfuse.engine import rundir
 from vidfuse.engine.checkpoint import save_checkpoint
@@ -263,6 +264,21 @@ def test_test_command_on_a_damaged_data_set_ends_on_one_line(damaged_dataset, ti
     ray_data_lines = ray_data_console.getvalue()
     assert "Traceback" not in ray_data_lines and "internal code" not in ray_data_lines
     assert "execution failed" in ray_data_lines  # the console did get Ray Data's own line
+    assert not (run_dir / "test").exists()
+
+
+def test_test_command_on_a_shard_with_a_damaged_page_ends_on_one_line(shard_with_damaged_pages, tiny_dataset,
+                                                                    ray_session, tmp_path, capsys, ray_data_console):
+    """A page that does not parse fails in Ray Data's own Parquet reader, not in vidfuse's code: the command printed
+    Ray's remote traceback (~160 lines) as its "one line". It is a damaged data set naming the shard now."""
+    run_dir, _ = make_model_run(tmp_path, list(tiny_dataset.labels), data_path=str(shard_with_damaged_pages))
+    assert main(["test", "--run", str(run_dir), "--workers", "1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    shard = re.fullmatch(r"vidfuse: error: (\S+): not a readable Parquet shard \(.+\): the data set is damaged; "
+                         r"prepare it again", err[0])
+    assert shard is not None and Path(shard[1]) in shard_paths(shard_with_damaged_pages), err
+    assert "Traceback" not in ray_data_console.getvalue()
     assert not (run_dir / "test").exists()
 
 

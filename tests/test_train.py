@@ -336,6 +336,30 @@ def test_a_workers_own_error_leaves_it_as_its_message_alone(monkeypatch, tmp_pat
         assert root_cause(chained) is chained
 
 
+def test_a_shard_ray_data_could_not_read_fails_the_worker_once_naming_it(monkeypatch, tmp_path):
+    """A page of a shard that does not parse fails in Ray Data's reader, as an OSError (not a VidfuseError): the run
+    was retried, each time with ~120 lines of tracebacks. The worker now ends on vidfuse's line naming the shard,
+    kept in failed.txt, so a retry returns at once (measured: 493 console lines -> 8)."""
+    from ray.exceptions import RayTaskError
+
+    from vidfuse.engine import train_loop
+
+    shard = tmp_path / "data.parquet" / "part-00000.parquet"
+    unreadable = OSError(f"Couldn't deserialize thrift: don't know what type: \nDeserializing page header failed.\n\n"
+                         f"Failed to read fragment {shard} after 1/10 attempts (total backoff 0.0s).")
+
+    def meets_a_damaged_page(_: dict) -> None:
+        raise RayTaskError("SplitCoordinator.get", "Traceback ...", unreadable).as_instanceof_cause()
+
+    monkeypatch.setattr(train_loop, "_train", meets_a_damaged_page)
+    message = (f"{shard}: not a readable Parquet shard (Couldn't deserialize thrift: don't know what type:): the data "
+               "set is damaged; prepare it again")
+    with pytest.raises(VidfuseError) as error:
+        train_loop.train_loop_per_worker({"run_dir": str(tmp_path)})
+    assert str(error.value) == message
+    assert rundir.stop_reason(tmp_path, rundir.FAILED) == message
+
+
 def test_a_model_too_large_for_memory_is_one_line_naming_its_size(tiny_dataset, tmp_path):
     """`model.fusion_dim=100000000` failed in each worker with a 50-line allocator traceback, twice (Ray Train
     retried it), before the run's line. Running out of memory while the model is built or moved is now vidfuse's

@@ -14,7 +14,7 @@ import importlib
 import os
 import sys
 
-from vidfuse.errors import VidfuseError, first_line, root_cause
+from vidfuse.errors import first_line, own_error
 
 COMMANDS = {
     "prepare": "official split files + videos or frame folders -> Parquet data set",
@@ -68,15 +68,17 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(rest)
     try:
         return int(module.run(args) or 0)
-    except VidfuseError as exc:
-        # one raised in a Ray task arrives as Ray's RayTaskError(VidfuseError), whose text is the task's traceback
-        return _fail(first_line(root_cause(exc)))
     except KeyboardInterrupt:
         print("vidfuse: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `launch.py models | head`: the reader left, which is not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # as the Python docs advise on SIGPIPE
         return 0
-    except OSError as exc:  # a path the checks did not foresee (not a folder, no permission, disk full): one line
-        where = f"{exc.filename}: " if exc.filename else ""
-        return _fail(f"{where}{exc.strerror or exc}")
+    except Exception as exc:
+        own = own_error(exc)  # one raised in a Ray task arrives in Ray's RayTaskError, whose text is a traceback
+        if own is not None:
+            return _fail(first_line(own))
+        if isinstance(exc, OSError):  # a path the checks did not foresee (not a folder, no permission, disk full)
+            where = f"{exc.filename}: " if exc.filename else ""
+            return _fail(f"{where}{exc.strerror or exc}")
+        raise

@@ -49,7 +49,7 @@ from vidfuse.data.prepare import read_meta, shard_paths
 from vidfuse.data.sampling import MODES, clip_starts, window_indices
 from vidfuse.data.splits import SUBSETS
 from vidfuse.data.transforms import CENTRE_CROP, Augment, Crop, crop_clip, random_crop, resize_short_side
-from vidfuse.errors import VidfuseError, first_line
+from vidfuse.errors import VidfuseError, damaged_shard, first_line
 
 DRAW = "draw"  # per-row uniform [0, 1) column that seeds a train row's window and crop
 DECODER_CPUS = 1.0  # a decoder (read + decode task) keeps one core busy
@@ -370,8 +370,7 @@ def _read_shard(shard: Path, **read_options: Any) -> pa.Table:
         return pq.read_table(shard, **read_options)
     except (pa.ArrowException, OSError) as exc:
         reason = re.sub(r"^Could not open Parquet input source '[^']*': ", "", first_line(exc))
-        raise VidfuseError(f"{shard}: not a readable Parquet shard ({reason}): the data set is damaged; "
-                           "prepare it again") from None
+        raise damaged_shard(shard, reason) from None
 
 
 def eval_clips(

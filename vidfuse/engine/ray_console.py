@@ -23,7 +23,7 @@ import logging
 import sys
 from typing import Any
 
-from vidfuse.errors import VidfuseError, root_cause
+from vidfuse.errors import FAILED_SHARD_READ, VidfuseError, own_error
 
 JOB_SETUP_HOOK = f"{__name__}.hide_own_errors"
 HIDDEN = "hide"  # the LogRecord attribute Ray Data's console filter drops a record by
@@ -40,16 +40,18 @@ TRAIN_CONSOLE_HANDLER = "console"  # the name of Ray Train's console handler in 
 
 
 def carries_own_error(record: logging.LogRecord) -> bool:
-    """Whether a warning or error record is about a VidfuseError: its exception, or else the one being handled
-    where it is logged (Ray Data's "Exception occurred in Ray Data or Ray Core internal code ... open an issue"),
-    is one (Ray's RayTaskError of a VidfuseError is an instance too) or wraps one; or its message holds the
-    traceback or remote error text of one (Ray Data's split coordinator, Ray Train's worker)."""
+    """Whether a warning or error record is about vidfuse's own error (`errors.own_error`: a VidfuseError, or a shard
+    Ray Data could not read): its exception, or else the one being handled where it is logged (Ray Data's
+    "Exception occurred in Ray Data or Ray Core internal code ... open an issue"), is one (Ray's RayTaskError of a
+    VidfuseError is an instance too) or wraps one; or its message holds the traceback or remote error text of one
+    (Ray Data's split coordinator, Ray Train's worker)."""
     if record.levelno < logging.WARNING:
         return False
     error = record.exc_info[1] if record.exc_info else sys.exc_info()[1]
-    if error is not None and isinstance(root_cause(error), VidfuseError):
+    if error is not None and own_error(error) is not None:
         return True
-    return OWN_ERROR_NAME in str(record.msg)
+    message = str(record.msg)
+    return OWN_ERROR_NAME in message or FAILED_SHARD_READ.search(message) is not None
 
 
 def hide_own_errors() -> None:

@@ -39,7 +39,7 @@ from vidfuse.engine.checkpoint import copy_checkpoint, load_checkpoint, save_che
 from vidfuse.engine.optim import build_optimizer, build_scheduler, current_lr, step_scheduler
 from vidfuse.engine.precision import autocast
 from vidfuse.engine.ray_console import quiet_train_worker_console
-from vidfuse.errors import VidfuseError, first_line, root_cause
+from vidfuse.errors import VidfuseError, first_line, own_error
 from vidfuse.models import count_parameters, load_pretrained, model_from_config
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -239,8 +239,11 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         return
     try:
         _train(loop_config)
-    except VidfuseError as exc:
-        message = first_line(root_cause(exc))
+    except Exception as exc:
+        own = own_error(exc)
+        if own is None:
+            raise
+        message = first_line(own)
         with contextlib.suppress(OSError):  # a run folder this worker's node cannot write: Ray retries as usual
             rundir.mark_stopped(run_dir, rundir.FAILED, message)
         raise VidfuseError(message) from None
