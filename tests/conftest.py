@@ -91,6 +91,19 @@ def damaged_dataset(tiny_dataset, tmp_path):
 
 
 @pytest.fixture
+def failed_shard_read():
+    """A function of a shard path and Ray's attempt count ("1/10"): Arrow's error for a page that does not parse,
+    as Ray Data's reader annotates it when it gives up (`iterate_with_retry`)."""
+
+    def error(shard: object, attempts: str) -> OSError:
+        return OSError("Couldn't deserialize thrift: don't know what type: \nDeserializing page header failed.\n\n"
+                       f"Failed to read fragment {shard} after {attempts} attempts (total backoff 0.0s).\n"
+                       "To change retry attempts, backoff, or which errors are retried, configure ...")
+
+    return error
+
+
+@pytest.fixture
 def shard_with_damaged_pages(tiny_dataset, tmp_path):
     """A copy of the tiny data set whose shards' `frames` pages start with bytes that are no page header: a copy
     damaged in the middle. Their footers and small columns still read, so `pipeline.video_table` takes them."""

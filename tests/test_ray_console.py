@@ -75,20 +75,13 @@ def test_records_that_carry_a_vidfuse_error_are_recognised():
     assert not carries_own_error(_record(logging.INFO, f"Error in training function:\n{_formatted_traceback()}"))
 
 
-def _failed_read(shard: str, attempts: str) -> OSError:
-    """Arrow's error for a page that does not parse, as Ray Data's reader annotates it (iterate_with_retry)."""
-    return OSError("Couldn't deserialize thrift: don't know what type: \nDeserializing page header failed.\n\n"
-                   f"Failed to read fragment {shard} after {attempts} attempts (total backoff 0.0s).\n"
-                   "To change retry attempts, backoff, or which errors are retried, configure ...")
-
-
-def test_a_shard_ray_data_could_not_read_is_vidfuses_own_error():
+def test_a_shard_ray_data_could_not_read_is_vidfuses_own_error(failed_shard_read):
     """A shard whose footer reads but one of whose pages does not (pipeline.video_table reads the footer and the
     small columns only): Ray Data's reader fails in the decoders' task, and the error reaches a Train worker as the
     split coordinator's RayTaskError of the read task's RayTaskError(OSError). It is vidfuse's own error, naming
     the shard, when Ray gave up after one attempt (not an I/O fault it retries)."""
     shard = "/data/ucf101.parquet/part-00003.parquet"
-    in_task = _raised(_failed_read(shard, "1/10"))
+    in_task = _raised(failed_shard_read(shard, "1/10"))
     read_task = _remote(in_task)
     coordinator = RayTaskError("SplitCoordinator.get", "".join(traceback.format_exception(read_task)), read_task)
     expected = (f"{shard}: not a readable Parquet shard (Couldn't deserialize thrift: don't know what type:): the "
@@ -98,7 +91,7 @@ def test_a_shard_ray_data_could_not_read_is_vidfuses_own_error():
         assert carries_own_error(_record(logging.ERROR, "An exception was raised", error))
     assert carries_own_error(_record(logging.WARNING, f"Split 0 epoch 0 get() failed after 0 rows: {read_task}"))
 
-    passing_fault = _raised(_failed_read(shard, "10/10"))  # one Ray retried: not called a damaged data set
+    passing_fault = _raised(failed_shard_read(shard, "10/10"))  # one Ray retried: not called a damaged data set
     assert own_error(passing_fault) is None
     assert not carries_own_error(_record(logging.ERROR, "An exception was raised", passing_fault))
     assert own_error(_raised(OSError("disk full"))) is None

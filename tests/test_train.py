@@ -336,7 +336,7 @@ def test_a_workers_own_error_leaves_it_as_its_message_alone(monkeypatch, tmp_pat
         assert root_cause(chained) is chained
 
 
-def test_a_shard_ray_data_could_not_read_fails_the_worker_once_naming_it(monkeypatch, tmp_path):
+def test_a_shard_ray_data_could_not_read_fails_the_worker_once_naming_it(monkeypatch, tmp_path, failed_shard_read):
     """A page of a shard that does not parse fails in Ray Data's reader, as an OSError (not a VidfuseError): the run
     was retried, each time with ~120 lines of tracebacks. The worker now ends on vidfuse's line naming the shard,
     kept in failed.txt, so a retry returns at once (measured: 493 console lines -> 8)."""
@@ -345,8 +345,7 @@ def test_a_shard_ray_data_could_not_read_fails_the_worker_once_naming_it(monkeyp
     from vidfuse.engine import train_loop
 
     shard = tmp_path / "data.parquet" / "part-00000.parquet"
-    unreadable = OSError(f"Couldn't deserialize thrift: don't know what type: \nDeserializing page header failed.\n\n"
-                         f"Failed to read fragment {shard} after 1/10 attempts (total backoff 0.0s).")
+    unreadable = failed_shard_read(shard, "1/10")
 
     def meets_a_damaged_page(_: dict) -> None:
         raise RayTaskError("SplitCoordinator.get", "Traceback ...", unreadable).as_instanceof_cause()

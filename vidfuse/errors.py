@@ -6,7 +6,6 @@ non-zero instead of showing a traceback. Raised in a Ray task or worker, it reac
 wrappers: `own_error` finds it there, and also takes a shard that Ray Data's reader could not read as one.
 """
 
-
 import re
 
 # Ray Data's note on a file its Parquet reader could not read, added to the reader's error. "after 1/N attempts": Ray
@@ -26,6 +25,8 @@ def root_cause(error: BaseException) -> BaseException:
     cause = error
     while True:
         inner = getattr(cause, "cause", None)
+        if not isinstance(inner, BaseException):  # not a RayTaskError
+            inner = None
         if inner is None and not isinstance(cause, VidfuseError):
             inner = cause.__cause__
         if inner is None:
