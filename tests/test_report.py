@@ -21,6 +21,7 @@ from vidfuse import config as config_lib
 from vidfuse.cli import main
 from vidfuse.engine import rundir
 from vidfuse.errors import VidfuseError
+from vidfuse.files import write_json
 from vidfuse.report import compare_to_baseline, markdown_table, results_table
 from vidfuse.report.plots import confusion_figure, curves_figure
 from vidfuse.report.stats import NOT_DISTINGUISHABLE
@@ -50,7 +51,7 @@ def make_run(
     run_dir = root / name
     run_dir.mkdir(parents=True)
     config_lib.save(config, run_dir / rundir.CONFIG)
-    rundir.write_json(run_dir / rundir.META, {"labels": ["a", "b"], "parameters": 2_500_000, "gflops": 0.0123})
+    write_json(run_dir / rundir.META, {"labels": ["a", "b"], "parameters": 2_500_000, "gflops": 0.0123})
     for epoch, val in enumerate(val_accs, start=1):
         rundir.append_metrics(run_dir, {
             "epoch": epoch, "train_loss": 2.0 / epoch, "train_acc": 0.3 + 0.2 * epoch, "val_loss": 1.5 / epoch,
@@ -59,7 +60,7 @@ def make_run(
         })
     if correct is not None:
         accuracy = sum(correct) / len(correct)
-        rundir.write_json(run_dir / "test" / "summary.json", {
+        write_json(run_dir / "test" / "summary.json", {
             "top1_acc": accuracy, "top1_error": 1 - accuracy, "top5_acc": 1.0, "top5_error": 0.0,
             "videos": len(correct), "split": split, **(tested or {}),
         })

@@ -44,6 +44,11 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+def write_json(path: str | os.PathLike, obj: Any) -> Path:
+    """Write `obj` as indented JSON to `path` atomically; returns the path."""
+    return write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
 def read_text(path: str | os.PathLike) -> str:
     """The text of the file `path`, which must be UTF-8 (as every text file vidfuse reads or writes is)."""
     try:

@@ -7,11 +7,10 @@ decode gives one line naming it on stderr; the others are still predicted, and t
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from vidfuse.engine.evaluate import load_run_model
-from vidfuse.files import write_text
+from vidfuse.files import write_json
 from vidfuse.predict import predict_inputs
 
 
@@ -35,8 +34,8 @@ def run(args: argparse.Namespace) -> int:
         for name, prob in prediction.top:
             print(f"  {prob:7.2%}  {name}")
     if args.json:
-        write_text(args.json, json.dumps({"run": str(args.run), "checkpoint": str(checkpoint),
-                                          "predictions": [p.to_dict() for p in predictions]}, indent=2) + "\n")
+        write_json(args.json, {"run": str(args.run), "checkpoint": str(checkpoint),
+                               "predictions": [p.to_dict() for p in predictions]})
         print(f"predictions: {args.json}")
     failed = sum(1 for p in predictions if p.error)
     if failed:

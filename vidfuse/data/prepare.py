@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import io
 import itertools
-import json
 import multiprocessing
 import os
 import shutil
@@ -42,7 +41,7 @@ from vidfuse.data.splits import SUBSETS, SplitSet, folder_splits, read_splits
 from vidfuse.data.transforms import resize_short_side
 from vidfuse.data.video import VIDEO_EXTENSIONS, iter_frames
 from vidfuse.errors import VidfuseError
-from vidfuse.files import read_json
+from vidfuse.files import read_json, write_json
 
 DATASETS = ("ucf101", "hmdb51", "kinetics", "folder")
 ROW_GROUP_VIDEOS = 16
@@ -335,7 +334,7 @@ def prepare_dataset(
             "counts": counts,
             "skipped": len(skipped),
         }
-        (tmp / META_NAME).write_text(json.dumps(meta, indent=2))
+        write_json(tmp / META_NAME, meta)
         _replace_atomically(tmp, out)
     finally:
         if tmp.exists():

@@ -26,7 +26,7 @@ from vidfuse.engine.ray_console import TRAIN_CONSOLE_LOG_LEVEL
 from vidfuse.engine.ray_runtime import ensure_ray
 from vidfuse.engine.train_loop import steps_per_epoch, train_loop_per_worker, worker_batch_size
 from vidfuse.errors import VidfuseError, first_line, root_cause
-from vidfuse.files import read_text, write_text
+from vidfuse.files import read_text, write_json, write_text
 from vidfuse.models import count_gflops, count_parameters, load_pretrained, model_from_config
 
 FAULT_ENV = "VIDFUSE_FAULT"  # test-only: "epoch=E,rank=R,marker=PATH" kills worker R once in epoch E
@@ -177,7 +177,7 @@ def build_trainer(config: config_lib.Config, *, callbacks: Sequence[Any] = (), r
     check_local_resources(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_lib.save(config, run_dir / rundir.CONFIG)
-    rundir.write_json(run_dir / rundir.META, {
+    write_json(run_dir / rundir.META, {
         "labels": data["labels"], "data": config.data.path, "split": config.data.split,
         "val_subset": data["val_subset"], **model_info,
     })

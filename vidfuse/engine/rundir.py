@@ -59,11 +59,6 @@ def read_meta(run_dir: str | os.PathLike) -> dict[str, Any]:
     return read_json(path) if path.is_file() else {}
 
 
-def write_json(path: str | os.PathLike, obj: Any) -> None:
-    """Write JSON atomically (temporary name, then rename)."""
-    write_text(path, json.dumps(obj, indent=2) + "\n")
-
-
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     """Every epoch record of a run, in order; the last record of an epoch wins (a resumed run rewrites it)."""
     path = Path(run_dir) / METRICS

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from vidfuse.engine import metrics, rundir
 from vidfuse.errors import VidfuseError
-from vidfuse.files import read_json, read_json_lines, write_text
+from vidfuse.files import read_json, read_json_lines, write_json, write_text
 from vidfuse.report.plots import confusion_figure, save_figure
 
 if TYPE_CHECKING:  # evaluate pulls in Ray, the data pipeline and the models; `report` only reads files
@@ -77,7 +77,7 @@ def write_test_results(
     out = test_dir(run_dir)
     confusion = scores.confusion()
     summary = {**details, **scores.summary()}
-    rundir.write_json(out / SUMMARY, summary)
+    write_json(out / SUMMARY, summary)
     figure = confusion_figure(
         confusion.numpy(), labels, metrics.most_confused_pairs(confusion, CONFUSED_PAIRS),
         title=f"{Path(run_dir).name}: test videos, top-1 {100 * summary['top1_acc']:.1f} % (rows normalised)",
