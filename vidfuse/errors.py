@@ -10,6 +10,7 @@ import re
 
 # Ray Data's note on a file its Parquet reader could not read, added to the reader's error. "after 1/N attempts": Ray
 # did not count the error as a passing I/O fault (DataContext.retried_io_errors), such as a page that does not parse.
+DAMAGED_DATA_SET = "the data set is damaged; prepare it again"  # how every error of a damaged data set ends
 FAILED_SHARD_READ = re.compile(r"Failed to read fragment (?P<path>\S+) after 1/\d+ attempts")
 
 
@@ -36,7 +37,7 @@ def root_cause(error: BaseException) -> BaseException:
 
 def damaged_shard(shard: object, reason: str) -> VidfuseError:
     """The error for a Parquet shard of a prepared data set that does not read: one line naming the shard."""
-    return VidfuseError(f"{shard}: not a readable Parquet shard ({reason}): the data set is damaged; prepare it again")
+    return VidfuseError(f"{shard}: not a readable Parquet shard ({reason}): {DAMAGED_DATA_SET}")
 
 
 def own_error(error: BaseException) -> VidfuseError | None:

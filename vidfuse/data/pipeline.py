@@ -54,7 +54,7 @@ from vidfuse.data.prepare import read_meta, shard_paths
 from vidfuse.data.sampling import MODES, clip_starts, window_indices
 from vidfuse.data.splits import SUBSETS
 from vidfuse.data.transforms import CENTRE_CROP, Augment, Crop, crop_clip, random_crop, resize_short_side
-from vidfuse.errors import VidfuseError, damaged_shard, first_line
+from vidfuse.errors import DAMAGED_DATA_SET, VidfuseError, damaged_shard, first_line
 
 DRAW = "draw"  # per-row uniform [0, 1) column that seeds a train row's window and crop
 DECODER_CPUS = 1.0  # a decoder (read + decode task) keeps one core busy
@@ -117,7 +117,7 @@ def undecodable(video_id: str, first: int, last: int, error: Exception) -> Vidfu
     line = first_line(error)
     reason = re.sub(r"^(\w+\(\): |decode_jpeg, \S+:\d+, )", "", line) if line else type(error).__name__
     return VidfuseError(f"video {video_id}: one of its frames {first + 1}-{last + 1} does not decode ({reason}): "
-                        "the data set is damaged; prepare it again")
+                        f"{DAMAGED_DATA_SET}")
 
 
 @dataclass(frozen=True)
