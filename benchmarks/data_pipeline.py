@@ -54,10 +54,10 @@ from PIL import Image
 from torchvision.io import ImageReadMode, decode_jpeg
 
 from vidfuse.data.pipeline import (
+    CLIPS_PER_BATCH,
     DECODER_ENV_VARS,
     DRAW,
     VIDEO_COLUMNS,
-    VIDEOS_PER_BATCH,
     clip_dataset,
     decode_clips,
     decode_frames,
@@ -144,7 +144,7 @@ def train_blocks(shard: Path, rng: np.random.Generator) -> Iterator[pa.Table]:
         yield block.append_column(DRAW, pa.array(rng.random(block.num_rows)))
 
 
-SELECTION = dict(split_column="split1", subset="train", videos_per_batch=VIDEOS_PER_BATCH, mode="train",
+SELECTION = dict(split_column="split1", subset="train", clips_per_batch=CLIPS_PER_BATCH, mode="train",
                  sample_duration=DURATION, sample_stride=1, n_val_clips=1, augment=Augment())
 
 

@@ -209,6 +209,33 @@ def test_each_execution_lists_files_with_one_footer_reader(tiny_dataset, ray_ses
     assert footer_readers() - before == 2
 
 
+def test_a_decoders_batches_hold_at_most_clips_per_batch_clips_whatever_the_video_length(tiny_dataset):
+    """Test mode makes every window of a video (hundreds for a long one), so a decoder's batches are counted in
+    clips, not videos: a video's windows continue into the next batch, in order, with nothing lost or repeated;
+    `decode_on: worker`'s window rows are batched the same way."""
+    from vidfuse.data.pipeline import VIDEO_COLUMNS, decode_clips, pick_window_jpegs
+    from vidfuse.data.transforms import Augment
+
+    table = pq.read_table(shard_paths(tiny_dataset.parquet), columns=[*VIDEO_COLUMNS, "split1"])
+    options = dict(split_column="split1", subset="test", mode="test", sample_duration=3, sample_stride=1,
+                   n_val_clips=1, augment=Augment())
+    videos = video_table(tiny_dataset.parquet, split=1, subset="test")
+    n_clips = sum(math.ceil(v["n_frames"] / 3) for v in videos)  # 8 videos of 16 frames: 6 windows each
+    assert n_clips == 48
+    batches = list(decode_clips(table, sample_size=S, clips_per_batch=5, **options))
+    assert [len(batch["clip"]) for batch in batches] == [5] * 9 + [3]
+    whole = list(decode_clips(table, sample_size=S, clips_per_batch=n_clips, **options))
+    assert len(whole) == 1
+    for key in ("clip", "label", "video_index", "clip_index"):
+        np.testing.assert_array_equal(np.concatenate([batch[key] for batch in batches]), whole[0][key])
+    keys = list(zip(whole[0]["video_index"], whole[0]["clip_index"]))
+    assert sorted(keys) == sorted((v["video_index"], i) for v in videos for i in range(6))
+    picked = list(pick_window_jpegs(table, clips_per_batch=5, **options))
+    assert [batch.num_rows for batch in picked] == [5] * 9 + [3]
+    assert [(v, c) for batch in picked for v, c in zip(batch["video_index"].to_pylist(),
+                                                        batch["clip_index"].to_pylist())] == keys
+
+
 def test_a_frame_that_does_not_decode_names_its_video(tiny_dataset):
     """A damaged data set: the decoders' error names the video and its frames, not libjpeg's words alone; so does
     `decode_on: worker`'s, whose batched decode of several videos' windows fails as a whole."""
@@ -221,7 +248,7 @@ def test_a_frame_that_does_not_decode_names_its_video(tiny_dataset):
     frames[1] = [b"not a jpeg"] * len(frames[1])
     damaged = table.set_column(table.schema.get_field_index("frames"), "frames",
                                pa.array(frames, type=table.schema.field("frames").type))
-    options = dict(sample_size=S, videos_per_batch=8, split_column="split1", subset="test", mode="test",
+    options = dict(sample_size=S, clips_per_batch=8, split_column="split1", subset="test", mode="test",
                    sample_duration=T, sample_stride=1, n_val_clips=1, augment=Augment())
     assert sum(len(batch["clip"]) for batch in decode_clips(table, **options)) == 2 * len(frames)  # 16 frames: 2
     expected = f"video {table['video_id'][1].as_py()}: one of its frames 1-8 does not decode (Could not determine " \
@@ -230,7 +257,7 @@ def test_a_frame_that_does_not_decode_names_its_video(tiny_dataset):
         list(decode_clips(damaged, **options))
     assert str(error.value) == expected
     # decode_on: worker names it the same way, from the window rows it decodes
-    picking = {**{k: v for k, v in options.items() if k != "sample_size"}, "videos_per_batch": 2}
+    picking = {**{k: v for k, v in options.items() if k != "sample_size"}, "clips_per_batch": 2}
     for batch in pick_window_jpegs(damaged, **picking):
         rows = {name: batch.column(name).to_numpy(zero_copy_only=False) for name in batch.column_names}
         if table["video_index"][1].as_py() in rows["video_index"]:

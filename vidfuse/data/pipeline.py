@@ -69,7 +69,9 @@ DECODER_ENV_VARS = {"RAY_DATA_PARQUET_READER_CPU_COUNT": "1", "RAY_DATA_PARQUET_
 # the first batch by seconds (benchmarks/data_pipeline.py: 2.5-5.7 s with 32, 1.0-2.0 s with 1, epochs 2-3). One
 # actor, with its 128 I/O threads, reads the footers of hundreds of shards. A value set by the user wins.
 FOOTER_READERS_ENV = ("RAY_DATA_PARQUET_FOOTER_NUM_ACTORS", "1")
-VIDEOS_PER_BATCH = 8  # videos per output batch of a decoder
+# clips per output batch of a decoder: its memory is bounded by clips, not videos, since test mode makes every
+# window of a video (a 1,800-frame UCF101 video: 112 clips of 16 frames, ~68 MB at 112 px)
+CLIPS_PER_BATCH = 8
 VIDEO_COLUMNS = ["video_index", "video_id", "label", "n_frames", "frames"]  # what decoding reads
 DECODE_ON = ("decoders", "worker")  # where clips are decoded: see clip_dataset
 
@@ -217,32 +219,43 @@ def _subset_videos(
                               video_id=str(columns["video_id"][row]), windows=windows, stored=stored, row=int(row))
 
 
-def _in_batches(videos: Iterator[StoredVideo], size: int) -> Iterator[list[StoredVideo]]:
-    """`videos` in lists of `size` (the last one shorter)."""
+@dataclass(frozen=True)
+class PlannedClip:
+    """One clip to make: its video, its window, and the window's number within the video (`clip_index`)."""
+
+    video: StoredVideo
+    window: Window
+    index: int
+
+
+def _clip_batches(videos: Iterator[StoredVideo], size: int) -> Iterator[list[PlannedClip]]:
+    """The clips of `videos`, in order, in lists of `size` (the last one shorter); a video's windows may span
+    two lists."""
     batch = []
     for video in videos:
-        batch.append(video)
-        if len(batch) == size:
-            yield batch
-            batch = []
+        for index, window in enumerate(video.windows):
+            batch.append(PlannedClip(video, window, index))
+            if len(batch) == size:
+                yield batch
+                batch = []
     if batch:
         yield batch
 
 
-def _index_columns(videos: list[StoredVideo]) -> dict[str, np.ndarray]:
-    """label, video_index and clip_index of every clip of `videos`, in order."""
+def _index_columns(clips: list[PlannedClip]) -> dict[str, np.ndarray]:
+    """label, video_index and clip_index of `clips`, in order."""
     return {
-        "label": np.asarray([v.label for v in videos for _ in v.windows], dtype=np.int64),
-        "video_index": np.asarray([v.video_index for v in videos for _ in v.windows], dtype=np.int64),
-        "clip_index": np.asarray([i for v in videos for i in range(len(v.windows))], dtype=np.int64),
+        "label": np.asarray([clip.video.label for clip in clips], dtype=np.int64),
+        "video_index": np.asarray([clip.video.video_index for clip in clips], dtype=np.int64),
+        "clip_index": np.asarray([clip.index for clip in clips], dtype=np.int64),
     }
 
 
 def decode_clips(
-    block: pa.Table, *, sample_size: int, videos_per_batch: int, **selection: Any,
+    block: pa.Table, *, sample_size: int, clips_per_batch: int, **selection: Any,
 ) -> Iterator[dict[str, np.ndarray]]:
-    """Ray Data task: a block of video rows as read -> batches of clip rows of the selected videos (`selection`:
-    the keywords of `_subset_videos`), `videos_per_batch` videos at a time (see the module docstring).
+    """Ray Data task: a block of video rows as read -> batches of `clips_per_batch` clip rows of the selected
+    videos (`selection`: the keywords of `_subset_videos`; see the module docstring).
 
     The whole block, not a batch of it, so that Ray fuses the Parquet read into this task (it only fuses a
     read with a map that takes no `batch_size`): the frames never travel through the object store. The
@@ -252,28 +265,28 @@ def decode_clips(
     pool starts new processes every epoch (~5 s before the first batch).
     """
     torch.set_num_threads(1)  # one decoder, one core; parallelism comes from the task pool
-    for videos in _in_batches(_subset_videos(block, **selection), videos_per_batch):
-        clips = [cut_clip(video.load_frames, window, sample_size) for video in videos for window in video.windows]
-        yield {"clip": np.stack(clips), **_index_columns(videos)}
+    for clips in _clip_batches(_subset_videos(block, **selection), clips_per_batch):
+        pixels = [cut_clip(clip.video.load_frames, clip.window, sample_size) for clip in clips]  # (T, S, S, C) each
+        yield {"clip": np.stack(pixels), **_index_columns(clips)}
 
 
-def pick_window_jpegs(block: pa.Table, *, videos_per_batch: int, **selection: Any) -> Iterator[pa.Table]:
+def pick_window_jpegs(block: pa.Table, *, clips_per_batch: int, **selection: Any) -> Iterator[pa.Table]:
     """Ray Data task for `decode_on: worker`: as `decode_clips`, but each clip row carries its window's JPEGs
     and its crop instead of decoded pixels, for the consumer to decode on its device (`worker_decode`):
     {jpegs: list<binary> (T), crop_scale, crop_position, crop_flip, video_id, first_frame, last_frame, label,
     video_index, clip_index} (`video_id` and the window's frames name a JPEG that does not decode)."""
-    for videos in _in_batches(_subset_videos(block, **selection), videos_per_batch):
-        windows = [(video, window) for video in videos for window in video.windows]
+    for clips in _clip_batches(_subset_videos(block, **selection), clips_per_batch):
+        windows = [clip.window for clip in clips]
         yield pa.table({
-            "jpegs": pa.array([[jpeg.to_pybytes() for jpeg in video.jpegs(window.indices)]
-                               for video, window in windows], type=pa.list_(pa.binary())),
-            "video_id": pa.array([video.video_id for video, _ in windows], type=pa.string()),
-            "first_frame": pa.array([min(window.indices) for _, window in windows], type=pa.int64()),
-            "last_frame": pa.array([max(window.indices) for _, window in windows], type=pa.int64()),
-            "crop_scale": pa.array([window.crop.scale for _, window in windows], type=pa.float64()),
-            "crop_position": pa.array([window.crop.position for _, window in windows], type=pa.string()),
-            "crop_flip": pa.array([window.crop.flip for _, window in windows], type=pa.bool_()),
-            **_index_columns(videos),
+            "jpegs": pa.array([[jpeg.to_pybytes() for jpeg in clip.video.jpegs(clip.window.indices)]
+                               for clip in clips], type=pa.list_(pa.binary())),
+            "video_id": pa.array([clip.video.video_id for clip in clips], type=pa.string()),
+            "first_frame": pa.array([min(window.indices) for window in windows], type=pa.int64()),
+            "last_frame": pa.array([max(window.indices) for window in windows], type=pa.int64()),
+            "crop_scale": pa.array([window.crop.scale for window in windows], type=pa.float64()),
+            "crop_position": pa.array([window.crop.position for window in windows], type=pa.string()),
+            "crop_flip": pa.array([window.crop.flip for window in windows], type=pa.bool_()),
+            **_index_columns(clips),
         })
 
 
@@ -312,7 +325,7 @@ def _decoder_pool_size(decode_workers: int) -> int:
 def clip_dataset(
     path: Path | str, *, split: int, subset: str, mode: str, sample_duration: int, sample_size: int,
     sample_stride: int = 1, n_val_clips: int = 3, augment: Augment = Augment(), seed: int = 0,
-    decode_workers: int = 1, videos_per_batch: int = VIDEOS_PER_BATCH, decode_on: str = "decoders",
+    decode_workers: int = 1, clips_per_batch: int = CLIPS_PER_BATCH, decode_on: str = "decoders",
 ) -> ray.data.Dataset:
     """A Ray Dataset of clips of the `subset` videos of split `split`, sampled for `mode` (train / val / test).
 
@@ -341,7 +354,7 @@ def clip_dataset(
     ds = ds.select_columns([*VIDEO_COLUMNS, f"split{split}"])  # the subset's rows: see decode_clips
     if mode == "train":
         ds = ds.with_column(DRAW, random(seed=seed, reseed_after_execution=True), **pool)
-    options = dict(split_column=f"split{split}", subset=subset, videos_per_batch=videos_per_batch, mode=mode,
+    options = dict(split_column=f"split{split}", subset=subset, clips_per_batch=clips_per_batch, mode=mode,
                    sample_duration=sample_duration, sample_stride=sample_stride, n_val_clips=n_val_clips,
                    augment=augment)
     if decode_on == "decoders":
