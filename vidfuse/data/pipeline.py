@@ -370,6 +370,16 @@ def clip_dataset(
     )
 
 
+def continue_draws(dataset: ray.data.Dataset, *, executions_done: int) -> None:
+    """Make the next execution of `dataset` (a train `clip_dataset`, one execution an epoch) draw the windows,
+    crops and shard order that its execution number `executions_done + 1` would have drawn.
+
+    Ray derives each execution's seeds from the dataset's seed and the execution's index, counted on the
+    dataset's DataContext from 0. A resumed or restarted run builds its dataset anew, so without this its epochs
+    after the stop would replay the draws of the run's first epochs."""
+    dataset.context._execution_idx = executions_done
+
+
 def video_table(path: Path | str, *, split: int, subset: str) -> list[dict]:
     """`video_index, video_id, label, label_name, n_frames` of the `subset` videos of split `split` (no Ray).
     `train`, `test` and `tune` read it before any pipeline runs: a shard that does not read is an error here."""

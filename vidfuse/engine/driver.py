@@ -18,7 +18,7 @@ import torch
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from vidfuse import config as config_lib
-from vidfuse.data.pipeline import clip_dataset, video_table
+from vidfuse.data.pipeline import clip_dataset, continue_draws, video_table
 from vidfuse.data.prepare import check_same_classes, read_meta
 from vidfuse.data.transforms import Augment
 from vidfuse.engine import rundir
@@ -36,9 +36,20 @@ SUBCLUSTER_LABEL = "ray-subcluster"  # node label of cluster.yaml: "training" (G
 class ValSplitDataConfig(ray.train.DataConfig):
     """Train's default sharding for `train` (`equal=True`: DDP needs the same number of steps on every worker),
     and an `equal=False` split of `val`, so that every validation clip is scored exactly once by some worker.
-    One val pipeline (one decoder pool) serves all workers instead of one per worker."""
+    One val pipeline (one decoder pool) serves all workers instead of one per worker.
+
+    Each start of the workers (a new run, `--resume`, a restart after a failure) continues `train`'s random draws
+    after the epochs the run has recorded (`pipeline.continue_draws`), so that the epochs after a stop draw the
+    clips they would have drawn without it: the workers continue from the checkpoint of the last recorded epoch
+    (`run.checkpoint_every` 1, the default; with more, a restart from an older checkpoint draws new clips)."""
+
+    def __init__(self, *, run_dir: Path, execution_options: dict[str, Any] | None = None) -> None:
+        super().__init__(execution_options=execution_options)
+        self.run_dir = run_dir
 
     def configure(self, datasets, world_size, worker_handles, worker_node_ids, **kwargs):
+        if "train" in datasets:  # this actor's own copy of the dataset
+            continue_draws(datasets["train"], executions_done=len(rundir.read_metrics(self.run_dir)))
         others = {name: ds for name, ds in datasets.items() if name != "val"}
         output = super().configure(others, world_size, worker_handles, worker_node_ids, **kwargs)
         if "val" not in datasets:  # Train V2 configures one dataset at a time
@@ -229,7 +240,7 @@ def build_trainer(config: config_lib.Config, *, callbacks: Sequence[Any] = (), r
         scaling_config=scaling,
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         datasets=datasets,
-        dataset_config=ValSplitDataConfig(execution_options=data_options),
+        dataset_config=ValSplitDataConfig(run_dir=run_dir, execution_options=data_options),
         run_config=ray.train.RunConfig(
             name=config.run.name,
             storage_path=str(run_dir.parent),
