@@ -8,9 +8,9 @@ wrappers: `own_error` finds it there, and also takes a shard that Ray Data's rea
 
 import re
 
+DAMAGED_DATA_SET = "the data set is damaged; prepare it again"  # how every error of a damaged data set ends
 # Ray Data's note on a file its Parquet reader could not read, added to the reader's error. "after 1/N attempts": Ray
 # did not count the error as a passing I/O fault (DataContext.retried_io_errors), such as a page that does not parse.
-DAMAGED_DATA_SET = "the data set is damaged; prepare it again"  # how every error of a damaged data set ends
 FAILED_SHARD_READ = re.compile(r"Failed to read fragment (?P<path>\S+) after 1/\d+ attempts")
 
 
