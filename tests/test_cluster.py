@@ -20,6 +20,8 @@ import ray
 import yaml
 from ray.autoscaler._private.util import prepare_config, validate_config
 
+from vidfuse.engine.ray_runtime import LOCAL_ENV_VARS
+
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA = Path(ray.autoscaler.__file__).parent / "ray-schema.json"
 
@@ -124,6 +126,7 @@ def local_head(tmp_path, tmp_path_factory):
     # On SIGTERM, `ray start --block` first drains the node for up to 30 s (for Serve replicas to finish requests):
     # nothing here needs that, and it was half of this test's time.
     env["RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S"] = "0"
+    env.update(LOCAL_ENV_VARS)  # the job's run ends sooner, as on vidfuse's local Ray (ray_runtime)
     log = (tmp_path / "head.log").open("w")
     head = subprocess.Popen(
         [str(RAY_BIN), "start", "--head", "--block", "--node-ip-address=127.0.0.1", f"--port={gcs}",
@@ -205,3 +208,21 @@ def test_a_job_runtime_env_that_sets_vidfuses_own_keys_is_one_line(tiny_dataset,
         "RAY_TRAIN_ENABLE_PRINT_PATCH): leave those out, or set RAY_OVERRIDE_JOB_RUNTIME_ENV=1 to keep vidfuse's "
         "(docs/cluster.md)")
     assert not (tmp_path / "hooked").exists()
+
+
+def test_a_local_rays_workers_get_the_job_env_and_train_checks_on_its_workers_every_half_second(ray_session):
+    """`start_local_ray` (the session's Ray here): every worker process has vidfuse's job env vars, its dashboard's
+    address, and the local-only quicker Ray Train health check, which Ray Train's controller reads as its poll
+    interval (RAY_TRAIN_HEALTH_CHECK_INTERVAL_S, default 2 s)."""
+    from ray.train.v2._internal.constants import HEALTH_CHECK_INTERVAL_S_ENV_VAR
+
+    from vidfuse.engine.ray_runtime import JOB_ENV_VARS
+
+    @ray.remote(num_cpus=0)
+    def worker_env() -> dict[str, str | None]:
+        return dict(os.environ)
+
+    seen = ray.get(worker_env.remote())
+    assert {key: seen.get(key) for key in JOB_ENV_VARS} == JOB_ENV_VARS
+    assert seen.get(HEALTH_CHECK_INTERVAL_S_ENV_VAR) == LOCAL_ENV_VARS[HEALTH_CHECK_INTERVAL_S_ENV_VAR] == "0.5"
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", seen.get("RAY_API_SERVER_ADDRESS", ""))

@@ -13,6 +13,11 @@ job submit` was given, refusing one that sets the same fields or env vars: `join
   reached the driver twice. Without it a worker's prints reach the driver once, like any task's;
 - `ray_console.hide_own_errors` as the setup hook of every worker process: vidfuse's own error reaches the console
   as vidfuse's one line, not also as Ray's tracebacks. The driver runs it too.
+
+A local Ray's workers also get `LOCAL_ENV_VARS`: Ray Train's controller checks on its workers every 0.5 s instead
+of 2 s, so a run's end (or a dead worker) is seen sooner. Measured on a 5-epoch tiny run (2 cores): 46.3-46.7 s
+-> 43.2-43.5 s, ~10 % off `tests/test_train.py` and `test_tune.py`'s interrupted search; the extra polls are a
+few RPCs a second. A cluster keeps Ray's default.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from vidfuse.errors import VidfuseError
 DATA_CPUS = 2  # logical CPUs kept free for Ray Data's Parquet reads and decoders
 JOB_ENV_VARS = {**DECODER_ENV_VARS, "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
 JOB_RUNTIME_ENV = {"env_vars": JOB_ENV_VARS, "worker_process_setup_hook": JOB_SETUP_HOOK}
+LOCAL_ENV_VARS = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}  # see the module docstring
 _connected_here = False  # whether `ensure_ray` started or joined the Ray this process uses
 
 
@@ -46,7 +52,8 @@ def start_local_ray(num_cpus: int, **init_kwargs: Any) -> None:
     port = _free_port()
     ray.init(num_cpus=num_cpus, include_dashboard=True, dashboard_port=port,
              runtime_env={**JOB_RUNTIME_ENV,
-                          "env_vars": {**JOB_ENV_VARS, "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
+                          "env_vars": {**JOB_ENV_VARS, **LOCAL_ENV_VARS,
+                                       "RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
              **init_kwargs)
 
 
