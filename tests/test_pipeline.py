@@ -6,6 +6,8 @@ import io
 import math
 import os
 import re
+import subprocess
+import sys
 from collections import Counter
 
 import numpy as np
@@ -16,6 +18,7 @@ import torch
 from PIL import Image
 
 from vidfuse.data.pipeline import (
+    DECODE_ON,
     DECODER_ENV_VARS,
     FOOTER_READERS_ENV,
     StoredFrames,
@@ -26,6 +29,7 @@ from vidfuse.data.pipeline import (
     video_table,
 )
 from vidfuse.data.prepare import shard_paths
+from vidfuse.data.transforms import Augment
 from vidfuse.data.worker_decode import clip_collate, decode_windows
 from vidfuse.errors import VidfuseError
 
@@ -207,6 +211,29 @@ def test_each_execution_lists_files_with_one_footer_reader(tiny_dataset, ray_ses
     for _ in range(2):
         _collect(ds)
     assert footer_readers() - before == 2
+
+
+def test_ray_datas_executor_unpickles_the_clip_pipeline_without_importing_torch(tiny_dataset, ray_session, tmp_path):
+    """Each run's Ray Data executor is a new process that unpickles the dataset's plan (see ray_tasks): in a fresh
+    interpreter, the plans of train and val datasets, decoded either way, load without torch, torchvision or
+    `pipeline`; and the augmentation's settings still reach the map (no scale but 1, no flip)."""
+    import ray.cloudpickle
+
+    script = ("import pickle, sys; pickle.loads(open(sys.argv[1], 'rb').read()); "
+              "print(*sorted({'torch', 'torchvision', 'vidfuse.data.pipeline'} & set(sys.modules)))")
+    options = dict(split=1, sample_duration=T, sample_size=S, augment=Augment(min_crop_scale=1.0, hflip=False))
+    for decode_on in DECODE_ON:
+        for mode in ("train", "val"):
+            ds = clip_dataset(tiny_dataset.parquet, subset=mode, mode=mode, decode_on=decode_on, **options)
+            plan = tmp_path / f"{mode}-{decode_on}.pkl"
+            plan.write_bytes(ray.cloudpickle.dumps(ds))
+            loaded = subprocess.run([sys.executable, "-c", script, str(plan)], capture_output=True, text=True,
+                                    timeout=120)
+            assert (loaded.returncode, loaded.stdout.strip()) == (0, ""), loaded.stdout + loaded.stderr[-2000:]
+    train = clip_dataset(tiny_dataset.parquet, subset="train", mode="train", decode_on="worker", **options)
+    crops = {(s, f) for b in train.iter_batches(batch_size=None, batch_format="numpy")
+             for s, f in zip(b["crop_scale"], b["crop_flip"])}
+    assert crops == {(1.0, False)}
 
 
 def test_a_decoders_batches_hold_at_most_clips_per_batch_clips_whatever_the_video_length(tiny_dataset):

@@ -12,6 +12,8 @@ The three steps run fused, as one task in one task pool (they ask for the same c
 takes whole blocks): a task decodes the row groups it has just read, so whole videos (every frame, ~1 MB each
 at short side 128) never travel through the object store; only the clips do. Measured against separate read
 tasks feeding the decoders: ~10 % more clips/s per decoder and faster epochs (benchmarks/data_pipeline.py).
+The map calls `decode_clips` (or `pick_window_jpegs`) through `ray_tasks`, so that Ray Data's executor unpickles
+the plan without importing torch.
 Ray's Parquet reader packs row groups into read units of 128 MiB (~110 videos at short side 128), one task and one
 block each. Measured inside a decoder (one core): its own work is ~1.6 ms a 16-frame clip, and each task adds
 ~50 ms before its first block (~25 ms of task turnaround, ~25 ms of a cold Arrow scanner), ~0.45 ms a clip.
@@ -38,7 +40,7 @@ import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +52,7 @@ import simplejpeg
 import torch
 from PIL import Image
 
+from vidfuse.data import ray_tasks
 from vidfuse.data.prepare import read_meta, shard_paths
 from vidfuse.data.sampling import MODES, clip_starts, window_indices
 from vidfuse.data.splits import SUBSETS
@@ -356,11 +359,11 @@ def clip_dataset(
         ds = ds.with_column(DRAW, random(seed=seed, reseed_after_execution=True), **pool)
     options = dict(split_column=f"split{split}", subset=subset, clips_per_batch=clips_per_batch, mode=mode,
                    sample_duration=sample_duration, sample_stride=sample_stride, n_val_clips=n_val_clips,
-                   augment=augment)
+                   augment=asdict(augment))  # plain values in the plan: see ray_tasks
     if decode_on == "decoders":
-        clips, options = decode_clips, {**options, "sample_size": sample_size}
+        clips, options = ray_tasks.decode_clips, {**options, "sample_size": sample_size}
     else:
-        clips = pick_window_jpegs
+        clips = ray_tasks.pick_window_jpegs
     return ds.map_batches(
         clips,
         fn_kwargs=options,
