@@ -20,12 +20,14 @@ import pyarrow as pa
 def decode_clips(block: pa.Table, *, augment: dict[str, Any], **options: Any) -> Iterator[dict[str, np.ndarray]]:
     """`pipeline.decode_clips`, with `augment` given as the fields of a `transforms.Augment`."""
     from vidfuse.data import pipeline  # torch: imported by the decoders only (see the module docstring)
+    from vidfuse.data.transforms import Augment
 
-    yield from pipeline.decode_clips(block, augment=pipeline.Augment(**augment), **options)
+    yield from pipeline.decode_clips(block, augment=Augment(**augment), **options)
 
 
 def pick_window_jpegs(block: pa.Table, *, augment: dict[str, Any], **options: Any) -> Iterator[pa.Table]:
     """`pipeline.pick_window_jpegs`, with `augment` given as the fields of a `transforms.Augment`."""
     from vidfuse.data import pipeline  # see decode_clips
+    from vidfuse.data.transforms import Augment
 
-    yield from pipeline.pick_window_jpegs(block, augment=pipeline.Augment(**augment), **options)
+    yield from pipeline.pick_window_jpegs(block, augment=Augment(**augment), **options)
