@@ -226,7 +226,11 @@ def test_test_command_scores_every_window_with_ray_data(tiny_dataset, ray_sessio
     assert sum(int(row["videos"]) for row in per_class) == expected["videos"]
     assert sum(int(row["correct"]) for row in per_class) == round(expected["top1_acc"] * expected["videos"])
     assert (run_dir / "test" / "confusion.png").read_bytes()[:4] == b"\x89PNG"
-    assert f"confusion: {run_dir / 'test' / 'confusion.png'}" in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert f"confusion: {run_dir / 'test' / 'confusion.png'}" in printed.out
+    # the progress line ends on every window the test list has, counted without Ray
+    assert re.search(rf"\rtest: {expected['clips']}/{expected['clips']} clips, [\d.]+ clips/s, ETA 0 s \n$",
+                     printed.err), printed.err
 
 
 def test_test_command_rejects_a_bad_clip_count(capsys):

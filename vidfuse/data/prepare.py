@@ -26,8 +26,6 @@ import itertools
 import multiprocessing
 import os
 import shutil
-import sys
-import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -42,6 +40,7 @@ from vidfuse.data.transforms import resize_short_side
 from vidfuse.data.video import VIDEO_EXTENSIONS, iter_frames
 from vidfuse.errors import VidfuseError
 from vidfuse.files import read_json, write_json
+from vidfuse.progress import Progress
 
 DATASETS = ("ucf101", "hmdb51", "kinetics", "folder")
 ROW_GROUP_VIDEOS = 16
@@ -197,26 +196,6 @@ class ShardWriter:
             self.writer = None
 
 
-class Progress:
-    """One self-overwriting line on stderr: done / total, videos/s, ETA."""
-
-    def __init__(self, total: int, enabled: bool) -> None:
-        self.total, self.enabled = total, enabled
-        self.start = self.last = time.monotonic()
-
-    def update(self, done: int) -> None:
-        now = time.monotonic()
-        if not self.enabled or (now - self.last < 0.5 and done < self.total):
-            return
-        self.last = now
-        rate = done / max(now - self.start, 1e-9)
-        eta = (self.total - done) / rate if rate > 0 else float("inf")
-        print(f"\rprepare: {done}/{self.total} videos, {rate:.1f} videos/s, ETA {eta:.0f} s ", end="",
-              file=sys.stderr, flush=True)
-        if done == self.total:
-            print(file=sys.stderr)
-
-
 def _encoded_stream(jobs: list[tuple[str, str, int]], workers: int):
     """Yield `_encode_job` results in job order, in `workers` processes (in this process when workers == 1)."""
     if workers == 1:
@@ -370,35 +349,35 @@ def _write_rows(
     writer = ShardWriter(folder, _schema(split_set.splits))
     counts = {f"split{s}": Counter() for s in split_set.splits}
     skipped: list[tuple[str, str]] = []
-    meter = Progress(len(jobs), progress)
-    try:
-        for done, (video_id, result) in enumerate(_encoded_stream(jobs, workers), start=1):
-            if isinstance(result, EncodedVideo) and len(result.frames) < min_frames:
-                result = f"{TOO_SHORT}: {len(result.frames)} frames, fewer than --min-frames {min_frames}"
-            if isinstance(result, str):
-                if strict:
-                    raise VidfuseError(f"{video_id}: {result} (--strict)")
-                skipped.append((video_id, result))
-            else:
-                video = by_id[video_id]
-                row = {
-                    "video_index": writer.written + len(writer.pending),
-                    "video_id": video_id,
-                    "label": label_of[video.label_name],
-                    "label_name": video.label_name,
-                    "n_frames": len(result.frames),
-                    "height": result.height,
-                    "width": result.width,
-                    "frames": result.frames,
-                }
-                for split in split_set.splits:
-                    row[f"split{split}"] = video.subsets.get(split, "unused")
-                    counts[f"split{split}"][row[f"split{split}"]] += 1
-                writer.add(row)
-            meter.update(done)
-        writer.flush()
-    finally:
-        writer.close()
+    with Progress(len(jobs), label="prepare", unit="videos", enabled=progress) as meter:
+        try:
+            for done, (video_id, result) in enumerate(_encoded_stream(jobs, workers), start=1):
+                if isinstance(result, EncodedVideo) and len(result.frames) < min_frames:
+                    result = f"{TOO_SHORT}: {len(result.frames)} frames, fewer than --min-frames {min_frames}"
+                if isinstance(result, str):
+                    if strict:
+                        raise VidfuseError(f"{video_id}: {result} (--strict)")
+                    skipped.append((video_id, result))
+                else:
+                    video = by_id[video_id]
+                    row = {
+                        "video_index": writer.written + len(writer.pending),
+                        "video_id": video_id,
+                        "label": label_of[video.label_name],
+                        "label_name": video.label_name,
+                        "n_frames": len(result.frames),
+                        "height": result.height,
+                        "width": result.width,
+                        "frames": result.frames,
+                    }
+                    for split in split_set.splits:
+                        row[f"split{split}"] = video.subsets.get(split, "unused")
+                        counts[f"split{split}"][row[f"split{split}"]] += 1
+                    writer.add(row)
+                meter.update(done)
+            writer.flush()
+        finally:
+            writer.close()
     return writer.written, {k: dict(sorted(v.items())) for k, v in counts.items()}, skipped
 
 

@@ -21,6 +21,7 @@ from torch import nn
 
 from vidfuse import config as config_lib
 from vidfuse.data.pipeline import clip_dataset, video_table
+from vidfuse.data.sampling import clip_starts
 from vidfuse.data.transforms import to_model_input
 from vidfuse.data.worker_decode import batch_clips
 from vidfuse.engine import metrics, rundir
@@ -28,6 +29,7 @@ from vidfuse.engine.checkpoint import load_checkpoint, resolve_checkpoint
 from vidfuse.engine.precision import autocast
 from vidfuse.errors import VidfuseError, first_line
 from vidfuse.models import model_from_config
+from vidfuse.progress import Progress
 
 
 def load_run_model(
@@ -177,17 +179,19 @@ def score_test_set(
     clips: int | None = None,
     workers: int | None = None,
     batch_size: int | None = None,
+    progress: bool = True,
 ) -> VideoScores:
     """Score the official test list of the run's split: every window per video (`clips=None`) or N evenly
     spaced ones, on a pool of up to `workers` scorer actors (default: every GPU, or the CPUs left over), in
-    batches of `batch_size` clips (default: the run's `run.batch_size`)."""
+    batches of `batch_size` clips (default: the run's `run.batch_size`). With `progress`, a line on stderr counts
+    the clips scored out of all the windows the test list has."""
     data = config.data
     videos = video_table(data.path, split=data.split, subset="test")  # clear error when the split has none
+    windows = dict(mode="test" if clips is None else "val", sample_duration=data.sample_duration,
+                   sample_stride=data.sample_stride, n_val_clips=clips or data.n_val_clips)
     dataset = clip_dataset(
-        data.path, split=data.split, subset="test", mode="test" if clips is None else "val",
-        sample_duration=data.sample_duration, sample_size=data.sample_size, sample_stride=data.sample_stride,
-        n_val_clips=clips or data.n_val_clips, seed=config.run.seed, decode_workers=data.decode_workers,
-        decode_on=data.decode_on,
+        data.path, split=data.split, subset="test", sample_size=data.sample_size, seed=config.run.seed,
+        decode_workers=data.decode_workers, decode_on=data.decode_on, **windows,
     )
     pool, resources = _actor_resources(workers, data.decode_workers)
     scored = dataset.map_batches(
@@ -198,10 +202,16 @@ def score_test_set(
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pool),
         **resources,
     )
+    total = sum(len(clip_starts(windows["mode"], video["n_frames"], duration=data.sample_duration,
+                                stride=data.sample_stride, n_val_clips=windows["n_val_clips"])) for video in videos)
     parts: dict[str, list[np.ndarray]] = {"probs": [], "video_index": [], "clip_index": []}
-    for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
-        for key, values in parts.items():
-            values.append(batch[key])
+    scored_clips = 0
+    with Progress(total, label="test", unit="clips", enabled=progress) as meter:
+        for batch in scored.iter_batches(batch_size=None, batch_format="numpy"):
+            for key, values in parts.items():
+                values.append(batch[key])
+            scored_clips += len(batch["probs"])
+            meter.update(scored_clips)
     if not parts["probs"]:
         raise VidfuseError(f"{data.path}: no clip could be cut from the test videos of split {data.split}")
     return video_scores_from_clips(videos, *(np.concatenate(parts[k]) for k in ("video_index", "clip_index", "probs")))
