@@ -21,11 +21,14 @@ from vidfuse.data.pipeline import (
     DECODE_ON,
     DECODER_ENV_VARS,
     FOOTER_READERS_ENV,
+    VIDEO_COLUMNS,
     StoredFrames,
     clip_dataset,
+    decode_clips,
     decode_frames,
     draft_reduction,
     eval_clips,
+    pick_window_jpegs,
     video_table,
 )
 from vidfuse.data.prepare import shard_paths
@@ -240,9 +243,6 @@ def test_a_decoders_batches_hold_at_most_clips_per_batch_clips_whatever_the_vide
     """Test mode makes every window of a video (hundreds for a long one), so a decoder's batches are counted in
     clips, not videos: a video's windows continue into the next batch, in order, with nothing lost or repeated;
     `decode_on: worker`'s window rows are batched the same way."""
-    from vidfuse.data.pipeline import VIDEO_COLUMNS, decode_clips, pick_window_jpegs
-    from vidfuse.data.transforms import Augment
-
     table = pq.read_table(shard_paths(tiny_dataset.parquet), columns=[*VIDEO_COLUMNS, "split1"])
     options = dict(split_column="split1", subset="test", mode="test", sample_duration=3, sample_stride=1,
                    n_val_clips=1, augment=Augment())
@@ -266,9 +266,6 @@ def test_a_decoders_batches_hold_at_most_clips_per_batch_clips_whatever_the_vide
 def test_a_frame_that_does_not_decode_names_its_video(tiny_dataset):
     """A damaged data set: the decoders' error names the video and its frames, not libjpeg's words alone; so does
     `decode_on: worker`'s, whose batched decode of several videos' windows fails as a whole."""
-    from vidfuse.data.pipeline import VIDEO_COLUMNS, decode_clips, pick_window_jpegs
-    from vidfuse.data.transforms import Augment
-
     table = pq.read_table(shard_paths(tiny_dataset.parquet), columns=[*VIDEO_COLUMNS, "split1"])
     table = table.filter(pa.compute.equal(table["split1"], "test")).sort_by("video_index")
     frames = table["frames"].to_pylist()

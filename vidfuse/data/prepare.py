@@ -28,6 +28,7 @@ import os
 import shutil
 from collections import Counter
 from collections.abc import Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -349,35 +350,32 @@ def _write_rows(
     writer = ShardWriter(folder, _schema(split_set.splits))
     counts = {f"split{s}": Counter() for s in split_set.splits}
     skipped: list[tuple[str, str]] = []
-    with Progress(len(jobs), label="prepare", unit="videos", enabled=progress) as meter:
-        try:
-            for done, (video_id, result) in enumerate(_encoded_stream(jobs, workers), start=1):
-                if isinstance(result, EncodedVideo) and len(result.frames) < min_frames:
-                    result = f"{TOO_SHORT}: {len(result.frames)} frames, fewer than --min-frames {min_frames}"
-                if isinstance(result, str):
-                    if strict:
-                        raise VidfuseError(f"{video_id}: {result} (--strict)")
-                    skipped.append((video_id, result))
-                else:
-                    video = by_id[video_id]
-                    row = {
-                        "video_index": writer.written + len(writer.pending),
-                        "video_id": video_id,
-                        "label": label_of[video.label_name],
-                        "label_name": video.label_name,
-                        "n_frames": len(result.frames),
-                        "height": result.height,
-                        "width": result.width,
-                        "frames": result.frames,
-                    }
-                    for split in split_set.splits:
-                        row[f"split{split}"] = video.subsets.get(split, "unused")
-                        counts[f"split{split}"][row[f"split{split}"]] += 1
-                    writer.add(row)
-                meter.update(done)
-            writer.flush()
-        finally:
-            writer.close()
+    with closing(writer), Progress(len(jobs), label="prepare", unit="videos", enabled=progress) as meter:
+        for done, (video_id, result) in enumerate(_encoded_stream(jobs, workers), start=1):
+            if isinstance(result, EncodedVideo) and len(result.frames) < min_frames:
+                result = f"{TOO_SHORT}: {len(result.frames)} frames, fewer than --min-frames {min_frames}"
+            if isinstance(result, str):
+                if strict:
+                    raise VidfuseError(f"{video_id}: {result} (--strict)")
+                skipped.append((video_id, result))
+            else:
+                video = by_id[video_id]
+                row = {
+                    "video_index": writer.written + len(writer.pending),
+                    "video_id": video_id,
+                    "label": label_of[video.label_name],
+                    "label_name": video.label_name,
+                    "n_frames": len(result.frames),
+                    "height": result.height,
+                    "width": result.width,
+                    "frames": result.frames,
+                }
+                for split in split_set.splits:
+                    row[f"split{split}"] = video.subsets.get(split, "unused")
+                    counts[f"split{split}"][row[f"split{split}"]] += 1
+                writer.add(row)
+            meter.update(done)
+        writer.flush()
     return writer.written, {k: dict(sorted(v.items())) for k, v in counts.items()}, skipped
 
 

@@ -20,8 +20,7 @@ import torch
 from torch import nn
 
 from vidfuse import config as config_lib
-from vidfuse.data.pipeline import clip_dataset, video_table
-from vidfuse.data.sampling import clip_starts
+from vidfuse.data.pipeline import clip_dataset, plan_windows, video_table
 from vidfuse.data.transforms import to_model_input
 from vidfuse.data.worker_decode import batch_clips
 from vidfuse.engine import metrics, rundir
@@ -202,8 +201,7 @@ def score_test_set(
         compute=ray.data.ActorPoolStrategy(min_size=1, max_size=pool),
         **resources,
     )
-    total = sum(len(clip_starts(windows["mode"], video["n_frames"], duration=data.sample_duration,
-                                stride=data.sample_stride, n_val_clips=windows["n_val_clips"])) for video in videos)
+    total = sum(len(plan_windows(video["n_frames"], **windows)) for video in videos)  # the windows the pipeline cuts
     parts: dict[str, list[np.ndarray]] = {"probs": [], "video_index": [], "clip_index": []}
     scored_clips = 0
     with Progress(total, label="test", unit="clips", enabled=progress) as meter:
