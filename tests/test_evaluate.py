@@ -192,7 +192,7 @@ def _expected_metrics(
 
 @pytest.mark.parametrize("decode_on", ["decoders", "worker"])  # worker: the scorers decode the JPEGs themselves
 def test_test_command_scores_every_window_with_ray_data(tiny_dataset, ray_session, tmp_path, monkeypatch, capsys,
-                                                        decode_on):
+                                                        ray_data_console, decode_on):
     labels = list(tiny_dataset.labels)
     run_dir, _ = make_model_run(tmp_path, labels, data_path=str(tiny_dataset.parquet))
     model = _controlled_model(len(labels))
@@ -231,6 +231,7 @@ def test_test_command_scores_every_window_with_ray_data(tiny_dataset, ray_sessio
     # the progress line ends on every window the test list has, counted without Ray
     assert re.search(rf"\rtest: {expected['clips']}/{expected['clips']} clips, [\d.]+ clips/s, ETA 0 s \n$",
                      printed.err), printed.err
+    assert "execution finished" not in ray_data_console.getvalue()  # Ray Data's notice: its log file only
 
 
 def test_test_command_rejects_a_bad_clip_count(capsys):

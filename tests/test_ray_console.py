@@ -1,5 +1,6 @@
-"""Which of Ray's log records reach the console: vidfuse's own errors are hidden there (vidfuse reports them as one
-line), every other record and error is not, and Ray's log files keep them all."""
+"""Which of Ray's log records reach the console: vidfuse's own errors (vidfuse reports them as one line) and Ray Data's
+notices of each execution are hidden there, every other warning and error is not, and Ray's log files keep them
+all."""
 
 import logging
 import traceback
@@ -10,15 +11,21 @@ from ray.data.exceptions import UserCodeException
 from ray.exceptions import RayTaskError
 
 from vidfuse.engine import ray_console
-from vidfuse.engine.ray_console import carries_own_error, hide_own_errors, quiet_train_worker_console
+from vidfuse.engine.ray_console import (
+    carries_own_error,
+    quiet_ray_console,
+    quiet_train_worker_console,
+    ray_data_notice,
+)
 from vidfuse.errors import VidfuseError, own_error
 
 DAMAGED = "video v_Foo_g01_c01: one of its frames 1-8 does not decode (bad JPEG): the data set is damaged"
 
 
-def _record(level: int, message: str, error: BaseException | None = None) -> logging.LogRecord:
+def _record(level: int, message: str, error: BaseException | None = None, logger: str = "ray.data.x"
+            ) -> logging.LogRecord:
     exc_info = (type(error), error, error.__traceback__) if error is not None else None
-    return logging.LogRecord("ray.data.x", level, __file__, 1, message, None, exc_info)
+    return logging.LogRecord(logger, level, __file__, 1, message, None, exc_info)
 
 
 def _raised(error: BaseException) -> BaseException:
@@ -75,6 +82,21 @@ def test_records_that_carry_a_vidfuse_error_are_recognised():
     assert not carries_own_error(_record(logging.INFO, f"Error in training function:\n{_formatted_traceback()}"))
 
 
+def test_ray_datas_notices_of_each_execution_are_recognised():
+    executor = "ray.data._internal.execution.streaming_executor"
+    assert ray_data_notice(_record(logging.INFO, "Dataset val_1 execution finished in 1.31 seconds", logger=executor))
+    assert ray_data_notice(_record(logging.DEBUG, "Execution plan of Dataset val_1: ...", logger=executor))
+    assert ray_data_notice(_record(logging.WARNING, "Progress bars disabled. To enable, set `ray.data.DataContext."
+                                                    "get_current().enable_progress_bars = True`.",
+                                   logger="ray.data._internal.progress"))
+    assert ray_data_notice(_record(logging.INFO, "a notice", logger="ray.data"))
+
+    assert not ray_data_notice(_record(logging.WARNING, "Dataset val_1 execution failed", logger=executor))
+    assert not ray_data_notice(_record(logging.ERROR, "An exception was raised", logger=executor))
+    assert not ray_data_notice(_record(logging.INFO, "Checkpoint successfully created", logger="ray.train.v2"))
+    assert not ray_data_notice(_record(logging.INFO, "a notice", logger="ray.database"))
+
+
 def test_a_shard_ray_data_could_not_read_is_vidfuses_own_error(failed_shard_read):
     """A shard whose footer reads but one of whose pages does not (pipeline.video_table reads the footer and the
     small columns only): Ray Data's reader fails in the decoders' task, and the error reaches a Train worker as the
@@ -99,33 +121,37 @@ def test_a_shard_ray_data_could_not_read_is_vidfuses_own_error(failed_shard_read
     assert own_error(_remote(own)) is own
 
 
-def test_ray_datas_console_drops_own_errors_and_its_log_file_keeps_them(ray_session, record_factory,
-                                                                      ray_data_console):
+def test_ray_datas_console_drops_own_errors_and_notices_and_its_log_file_keeps_them(ray_session, record_factory,
+                                                                                  ray_data_console):
     """Through the `ray.data` logger as Ray configured it: its console handler and its file handler (the session's
     ray-data.log)."""
     import ray._private.worker
 
     logger = logging.getLogger("ray.data._internal.execution.streaming_executor_state")
-    hide_own_errors()
-    hide_own_errors()  # a second call adds nothing
+    quiet_ray_console()
+    quiet_ray_console()  # a second call adds nothing
     own_error = _remote(_raised(VidfuseError(DAMAGED)))
     logger.error("An exception was raised from a task (own error)", exc_info=own_error)
     logger.warning(f"Split 1 epoch 0 get() failed after 0 rows: {own_error}")
     logger.error("An exception was raised from a task (a bug)", exc_info=_raised(ValueError("bug")))
-    logger.info("Dataset execution finished")
+    logger.warning("Operator is falling behind")
+    logger.info("Dataset val_7 execution finished in 1.31 seconds")
+    logging.getLogger("ray.data._internal.progress").warning("Progress bars disabled. To enable, ...")
 
     console = ray_data_console.getvalue()
-    assert "(a bug)" in console and "ValueError: bug" in console and "Dataset execution finished" in console
+    assert "(a bug)" in console and "ValueError: bug" in console and "Operator is falling behind" in console
     assert "own error" not in console and "Split 1 epoch 0" not in console and "VidfuseError" not in console
+    assert "execution finished" not in console and "Progress bars disabled" not in console
     log_file = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "ray-data" / "ray-data.log"
     kept = log_file.read_text()
     assert "(own error)" in kept and "Split 1 epoch 0 get() failed" in kept and "(a bug)" in kept
+    assert "val_7 execution finished" in kept and "Progress bars disabled" in kept
 
 
 def test_ray_cores_console_drops_own_errors_for_tune(record_factory):
     """Tune logs "Trial task failed for trial ..." with the trial's error through the `ray` logger's console
     handler (Ray core's), in the driver."""
-    hide_own_errors()
+    quiet_ray_console()
     tune_logger = logging.getLogger("ray.tune.execution.tune_controller")
     handlers = logging.getLogger("ray").handlers
     assert handlers
@@ -157,7 +183,7 @@ def test_train_workers_console_drops_own_errors(record_factory):
     for handler in handlers:
         train_logger.addHandler(handler)
     try:
-        hide_own_errors()
+        quiet_ray_console()
         quiet_train_worker_console()
         quiet_train_worker_console()
         util = logging.getLogger("ray.train.v2._internal.util")

@@ -6,12 +6,17 @@ executor ("An exception was raised from a task of operator ..."), its split coor
 failed ..." with the decoder's remote traceback, once per Train worker) and Ray Train's worker ("Error in training
 function"). That was ~130 lines before vidfuse's line, for one damaged frame.
 
-`hide_own_errors` marks every log record that carries a VidfuseError `hide`, the attribute that Ray Data's
-console handler already honours (its `HiddenRecordFilter`): the record stays in Ray's log files and leaves the
-console. Ray core's console handler (Ray Tune's "Trial task failed" and its traceback) gets the same filter. It runs
-in every Ray worker process of the job (the job's `worker_process_setup_hook`, JOB_SETUP_HOOK) and in the driver,
-where `test`'s pipeline and Tune's trial loop execute. `quiet_train_worker_console` gives Ray Train's console handler
-on a Train worker the same filter. Any other error keeps its traceback on the console.
+Ray Data also prints its own notices of each execution: "Dataset val_... execution finished in 1.31 seconds" for
+every dataset every epoch (a 30-epoch demo: 31 lines among the epoch lines), and once per process "Progress bars
+disabled", about the bars vidfuse itself switches off (`ray_runtime.ensure_ray`), as vidfuse prints its own
+progress lines.
+
+`quiet_ray_console` marks all those log records `hide`, the attribute that Ray Data's console handler already
+honours (its `HiddenRecordFilter`): the record stays in Ray's log files and leaves the console. Ray core's console
+handler (Ray Tune's "Trial task failed" and its traceback) gets the same filter. It runs in every Ray worker process
+of the job (the job's `worker_process_setup_hook`, JOB_SETUP_HOOK) and in the driver, where `test`'s pipeline and
+Tune's trial loop execute. `quiet_train_worker_console` gives Ray Train's console handler on a Train worker the same
+filter. Any other error or warning keeps its place (and traceback) on the console.
 
 This module is the setup hook, imported by every worker process: it imports nothing heavy.
 """
@@ -25,7 +30,7 @@ from typing import Any
 
 from vidfuse.errors import FAILED_SHARD_READ, VidfuseError, own_error
 
-JOB_SETUP_HOOK = f"{__name__}.hide_own_errors"
+JOB_SETUP_HOOK = f"{__name__}.quiet_ray_console"
 HIDDEN = "hide"  # the LogRecord attribute Ray Data's console filter drops a record by
 OWN_ERROR_NAME = f"{VidfuseError.__module__}.{VidfuseError.__qualname__}"  # how a traceback's last line names it
 # The level of Ray Train's own messages on the console (RunConfig's LoggingConfig): at INFO it prints the worker
@@ -37,6 +42,8 @@ TRAIN_CONSOLE_LOG_LEVEL = "WARNING"
 # logger named after the file of this module, which the level above does not reach (it filters `ray.train.*`).
 TRAIN_REPORT_LOGGER_MODULE = "ray.train.v2._internal.execution.context"
 TRAIN_CONSOLE_HANDLER = "console"  # the name of Ray Train's console handler in its logging config
+RAY_DATA_LOGGER = "ray.data"  # Ray Data logs through this logger and its children
+PROGRESS_BARS_OFF = "Progress bars disabled"  # how Ray Data's warning about switched-off progress bars begins
 
 
 def carries_own_error(record: logging.LogRecord) -> bool:
@@ -54,20 +61,30 @@ def carries_own_error(record: logging.LogRecord) -> bool:
     return OWN_ERROR_NAME in message or FAILED_SHARD_READ.search(message) is not None
 
 
-def hide_own_errors() -> None:
-    """From now on in this process, mark every log record that `carries_own_error` hidden, and let Ray core's console
-    handler (the `ray` logger's, which prints Ray Tune's messages) drop hidden records, as Ray Data's does."""
-    make_record = logging.getLogRecordFactory()
-    if not getattr(make_record, "hides_own_errors", False):
+def ray_data_notice(record: logging.LogRecord) -> bool:
+    """Whether a record is one of Ray Data's notices that vidfuse's own lines replace: below WARNING (each
+    execution's "Dataset ... execution finished in ..." and, where switched on, its start and statistics), or the
+    warning that progress bars are disabled."""
+    if record.name != RAY_DATA_LOGGER and not record.name.startswith(f"{RAY_DATA_LOGGER}."):
+        return False
+    return record.levelno < logging.WARNING or str(record.msg).startswith(PROGRESS_BARS_OFF)
 
-        def make_record_hiding_own_errors(*args: Any, **kwargs: Any) -> logging.LogRecord:
+
+def quiet_ray_console() -> None:
+    """From now on in this process, mark every log record that `carries_own_error` or is a `ray_data_notice` hidden,
+    and let Ray core's console handler (the `ray` logger's, which prints Ray Tune's messages) drop hidden records, as
+    Ray Data's does."""
+    make_record = logging.getLogRecordFactory()
+    if not getattr(make_record, "quiets_ray_console", False):
+
+        def make_record_quieting_ray(*args: Any, **kwargs: Any) -> logging.LogRecord:
             record = make_record(*args, **kwargs)
-            if carries_own_error(record):
+            if carries_own_error(record) or ray_data_notice(record):
                 setattr(record, HIDDEN, True)
             return record
 
-        make_record_hiding_own_errors.hides_own_errors = True
-        logging.setLogRecordFactory(make_record_hiding_own_errors)
+        make_record_quieting_ray.quiets_ray_console = True
+        logging.setLogRecordFactory(make_record_quieting_ray)
     for handler in logging.getLogger("ray").handlers:
         _drop_hidden(handler)
 

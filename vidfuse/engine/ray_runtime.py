@@ -11,8 +11,9 @@ job submit` was given, refusing one that sets the same fields or env vars: `join
 - the env vars `pipeline.DECODER_ENV_VARS`, and Ray Train's print patch switched off. That patch sends each `print`
   of a Train worker to Train's logger and, as Ray wraps a worker's stdout, to stdout as well: every progress line
   reached the driver twice. Without it a worker's prints reach the driver once, like any task's;
-- `ray_console.hide_own_errors` as the setup hook of every worker process: vidfuse's own error reaches the console
-  as vidfuse's one line, not also as Ray's tracebacks. The driver runs it too.
+- `ray_console.quiet_ray_console` as the setup hook of every worker process: vidfuse's own error reaches the console
+  as vidfuse's one line, not also as Ray's tracebacks, and Ray Data's notices of each execution stay in its log
+  file. The driver runs it too.
 
 A local Ray's workers also get `LOCAL_ENV_VARS`: Ray Train's controller checks on its workers every 0.5 s instead
 of 2 s, so a run's end (or a dead worker) is seen sooner. Measured on a 5-epoch tiny run (2 cores): 46.3-46.7 s
@@ -31,7 +32,7 @@ import ray
 import ray.data
 
 from vidfuse.data.pipeline import DECODER_ENV_VARS
-from vidfuse.engine.ray_console import JOB_SETUP_HOOK, hide_own_errors
+from vidfuse.engine.ray_console import JOB_SETUP_HOOK, quiet_ray_console
 from vidfuse.errors import VidfuseError
 
 DATA_CPUS = 2  # logical CPUs kept free for Ray Data's Parquet reads and decoders
@@ -78,10 +79,10 @@ def ensure_ray(training_cpus: float) -> None:
     """Use the running Ray, join the one at RAY_ADDRESS, or start a local one with `training_cpus` + DATA_CPUS.
 
     Ray Data's per-execution banners and progress bars are switched off: every epoch re-executes the clip
-    pipelines, and vidfuse prints its own progress lines. This process hides its own errors from Ray's console
-    logging, as its workers do (JOB_RUNTIME_ENV): `test`'s pipeline executes here."""
+    pipelines, and vidfuse prints its own progress lines. This process quiets Ray's console logging as its workers
+    do (JOB_RUNTIME_ENV, `ray_console`): `test`'s pipeline executes here."""
     global _connected_here
-    hide_own_errors()
+    quiet_ray_console()
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False
     context.print_on_execution_start = False
