@@ -128,6 +128,14 @@ def shard_with_damaged_pages(tiny_dataset, tmp_path):
 
 
 @pytest.fixture
+def ray_data_log_file(ray_session) -> Path:
+    """The log file that Ray Data's file handler in this process writes: the Ray session's ray-data.log."""
+    import ray._private.worker
+
+    return Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "ray-data" / "ray-data.log"
+
+
+@pytest.fixture
 def ray_data_console():
     """What Ray Data's console handler in this process writes during the test, as a StringIO (its stream is
     otherwise the stderr of pytest's start, which capsys does not see)."""

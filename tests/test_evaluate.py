@@ -256,11 +256,13 @@ def test_test_command_rejects_a_data_set_with_other_classes(tiny_dataset, tmp_pa
 
 
 def test_test_command_on_a_damaged_data_set_ends_on_one_line(damaged_dataset, tiny_dataset, ray_session, tmp_path,
-                                                             capsys, ray_data_console):
+                                                             capsys, ray_data_console, ray_data_log_file):
     """The pipeline executes in this process, so Ray Data logs here what it meets. vidfuse's own error, a
     RayTaskError of it whose text is the decoder's traceback, shows as vidfuse's one line and nothing else: Ray
-    Data's console gets neither its traceback nor "Exception occurred in Ray Data or Ray Core internal code"."""
+    Data's console gets neither its traceback nor "Exception occurred in Ray Data or Ray Core internal code"; its
+    log file gets what it logged."""
     run_dir, _ = make_model_run(tmp_path, list(tiny_dataset.labels), data_path=str(damaged_dataset("test")))
+    logged_before = len(ray_data_log_file.read_text()) if ray_data_log_file.exists() else 0
     assert main(["test", "--run", str(run_dir), "--workers", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and re.fullmatch(
@@ -268,7 +270,8 @@ def test_test_command_on_a_damaged_data_set_ends_on_one_line(damaged_dataset, ti
         r"prepare it again", err[0]), err
     ray_data_lines = ray_data_console.getvalue()
     assert "Traceback" not in ray_data_lines and "internal code" not in ray_data_lines
-    assert "execution failed" in ray_data_lines  # the console did get Ray Data's own line
+    logged = ray_data_log_file.read_text()[logged_before:]  # what Ray Data logged meanwhile, through these handlers
+    assert "execution failed" in logged and "Traceback" in logged and "execution failed" not in ray_data_lines
     assert not (run_dir / "test").exists()
 
 

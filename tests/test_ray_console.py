@@ -4,7 +4,6 @@ all."""
 
 import logging
 import traceback
-from pathlib import Path
 
 import pytest
 from ray.data.exceptions import UserCodeException
@@ -91,7 +90,7 @@ def test_ray_datas_notices_of_each_execution_are_recognised():
                                    logger="ray.data._internal.progress"))
     assert ray_data_notice(_record(logging.INFO, "a notice", logger="ray.data"))
 
-    assert not ray_data_notice(_record(logging.WARNING, "Dataset val_1 execution failed", logger=executor))
+    assert not ray_data_notice(_record(logging.WARNING, "Operator is falling behind", logger=executor))
     assert not ray_data_notice(_record(logging.ERROR, "An exception was raised", logger=executor))
     assert not ray_data_notice(_record(logging.INFO, "Checkpoint successfully created", logger="ray.train.v2"))
     assert not ray_data_notice(_record(logging.INFO, "a notice", logger="ray.database"))
@@ -121,12 +120,10 @@ def test_a_shard_ray_data_could_not_read_is_vidfuses_own_error(failed_shard_read
     assert own_error(_remote(own)) is own
 
 
-def test_ray_datas_console_drops_own_errors_and_notices_and_its_log_file_keeps_them(ray_session, record_factory,
-                                                                                  ray_data_console):
+def test_ray_datas_console_drops_own_errors_and_notices_and_its_log_file_keeps_them(record_factory, ray_data_console,
+                                                                                  ray_data_log_file):
     """Through the `ray.data` logger as Ray configured it: its console handler and its file handler (the session's
     ray-data.log)."""
-    import ray._private.worker
-
     logger = logging.getLogger("ray.data._internal.execution.streaming_executor_state")
     quiet_ray_console()
     quiet_ray_console()  # a second call adds nothing
@@ -142,8 +139,7 @@ def test_ray_datas_console_drops_own_errors_and_notices_and_its_log_file_keeps_t
     assert "(a bug)" in console and "ValueError: bug" in console and "Operator is falling behind" in console
     assert "own error" not in console and "Split 1 epoch 0" not in console and "VidfuseError" not in console
     assert "execution finished" not in console and "Progress bars disabled" not in console
-    log_file = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "ray-data" / "ray-data.log"
-    kept = log_file.read_text()
+    kept = ray_data_log_file.read_text()
     assert "(own error)" in kept and "Split 1 epoch 0 get() failed" in kept and "(a bug)" in kept
     assert "val_7 execution finished" in kept and "Progress bars disabled" in kept
 
