@@ -14,7 +14,7 @@ clips in ../shared/data/clips (320 x 240):
 - in_memory:    `decode_clips` on row groups already read into memory, one process (1 core): the decode limit
                 plus the pipeline's own planning, crop, resize and flip, without the Parquet read;
 - plain_loop:   the pipeline's own work without Ray: pyarrow reads whole row groups of the replicated Parquet
-                (the columns the pipeline reads) and `decode_clips` makes the clips, one process (1 core); Ray
+                (the columns the pipeline reads, memory-mapped as it reads them) and `decode_clips` makes the clips, one process (1 core); Ray
                 Data's rate over this one is the cost of the Ray Data layer itself;
 - ray_data:     `clip_dataset(mode="train")` from Parquet (short side 128) with 1 and with all-cores decoders,
                 consumed with `iter_torch_batches`; first-batch latency (per epoch = per execution) is reported
@@ -136,9 +136,9 @@ def decode_and_crop(jpegs: list[bytes], rng: np.random.Generator) -> torch.Tenso
 
 
 def train_blocks(shard: Path, rng: np.random.Generator) -> Iterator[pa.Table]:
-    """The row groups of `shard` as the pipeline's tasks get them: the columns they read (pyarrow, one thread)
-    and a per-row train draw."""
-    parquet = pq.ParquetFile(shard)
+    """The row groups of `shard` as the pipeline's tasks get them: the columns they read (pyarrow, one thread,
+    from the memory-mapped file as `pipeline.MAPPED_FILES` reads it) and a per-row train draw."""
+    parquet = pq.ParquetFile(shard, memory_map=True)
     for group in range(parquet.num_row_groups):
         block = parquet.read_row_group(group, columns=[*VIDEO_COLUMNS, "split1"], use_threads=False)
         yield block.append_column(DRAW, pa.array(rng.random(block.num_rows)))
