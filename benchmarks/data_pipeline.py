@@ -14,11 +14,12 @@ clips in ../shared/data/clips (320 x 240):
 - in_memory:    `decode_clips` on row groups already read into memory, one process (1 core): the decode limit
                 plus the pipeline's own planning, crop, resize and flip, without the Parquet read;
 - plain_loop:   the pipeline's own work without Ray: pyarrow reads whole row groups of the replicated Parquet
-                (the columns the pipeline reads, memory-mapped as it reads them) and `decode_clips` makes the clips, one process (1 core); Ray
-                Data's rate over this one is the cost of the Ray Data layer itself;
+                (the columns the pipeline reads, memory-mapped as it reads them) and `decode_clips` makes the
+                clips, one process (1 core); Ray Data's rate over this one is the cost of the Ray Data layer itself;
 - ray_data:     `clip_dataset(mode="train")` from Parquet (short side 128) with 1 and with all-cores decoders,
                 consumed with `iter_torch_batches`; first-batch latency (per epoch = per execution) is reported
-                apart from the steady-state rate (between the batches at 30 % and 90 % of an epoch). Its cores:
+                apart from the steady-state rate (between the batches at 30 % and 90 % of an epoch; the median
+                of the epochs, each also printed: the first one's is lower as processes start meanwhile). Its cores:
                 the decoders, or the cores Ray's worker processes were measured busy in that window if more
                 (Arrow's read threads can add to a decoder's core);
 - decode_on: worker (`--worker-device`, default cpu; cuda for nvjpeg): `worker_decode_<device>` is the Train
@@ -242,6 +243,7 @@ def time_ray(path: Path, decode_workers: int, epochs: int, batch_size: int, deco
         steady.append((n_b - n_a) / (t_b - t_a))
         busy.append((cpu_b - cpu_a) / (t_b - t_a))
     return {"first_batch_s": [round(t, 1) for t in first], "epoch_clips_per_s": round(statistics.median(whole), 1),
+            "steady_clips_per_s_by_epoch": [round(rate, 1) for rate in steady],
             "clips_per_s": statistics.median(steady), "worker_cores_busy": round(statistics.median(busy), 2),
             "videos_per_epoch": clips_per_epoch}
 
@@ -251,7 +253,8 @@ def main() -> None:
     parser.add_argument("--copies", type=int, default=800, help="replicas of the 4 prepared clips (default 800)")
     parser.add_argument("--clips", type=int, default=100, help="clips per plain-loop run (default 100)")
     parser.add_argument("--repeats", type=int, default=3, help="plain-loop runs, median reported (default 3)")
-    parser.add_argument("--epochs", type=int, default=2, help="Ray Data epochs per case, median reported (default 2)")
+    parser.add_argument("--epochs", type=int, default=3, help="Ray Data epochs per case, median reported (default 3: "
+                        "the first one's processes start and import meanwhile)")
     parser.add_argument("--batch-size", type=int, default=16, help="iter_torch_batches batch (default 16)")
     parser.add_argument("--worker-device", default="cpu", help="device of the worker_decode case: cpu or cuda")
     args = parser.parse_args()
@@ -321,12 +324,14 @@ def main() -> None:
                 timing = time_ray(tmp / "data.parquet", workers, args.epochs, args.batch_size)
                 emit(f"ray_data_{workers}_decoders", timing["clips_per_s"], max(workers, timing["worker_cores_busy"]),
                      decoders=workers, worker_cores_busy=timing["worker_cores_busy"],
+                     steady_clips_per_s_by_epoch=timing["steady_clips_per_s_by_epoch"],
                      first_batch_s=timing["first_batch_s"], epoch_clips_per_s=timing["epoch_clips_per_s"],
                      videos_per_epoch=timing["videos_per_epoch"],
                      source=f"Parquet JPEGs, short side {SHORT_SIDE}")
             timing = time_ray(tmp / "data.parquet", 1, args.epochs, args.batch_size, decode_on="worker")
             emit("worker_mode_1_picker", timing["clips_per_s"], max(1, timing["worker_cores_busy"]),
                  worker_cores_busy=timing["worker_cores_busy"], first_batch_s=timing["first_batch_s"],
+                 steady_clips_per_s_by_epoch=timing["steady_clips_per_s_by_epoch"],
                  note="decode_on: worker, the Ray Data side only: read + pick JPEGs, no decoding")
         finally:
             ray.shutdown()
