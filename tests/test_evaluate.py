@@ -192,7 +192,7 @@ def _expected_metrics(
 
 @pytest.mark.parametrize("decode_on", ["decoders", "worker"])  # worker: the scorers decode the JPEGs themselves
 def test_test_command_scores_every_window_with_ray_data(tiny_dataset, ray_session, tmp_path, monkeypatch, capsys,
-                                                        ray_data_console, decode_on):
+                                                        ray_data_console, ray_data_log_file, decode_on):
     labels = list(tiny_dataset.labels)
     run_dir, _ = make_model_run(tmp_path, labels, data_path=str(tiny_dataset.parquet))
     model = _controlled_model(len(labels))
@@ -201,6 +201,7 @@ def test_test_command_scores_every_window_with_ray_data(tiny_dataset, ray_sessio
     monkeypatch.setattr("vidfuse.commands.test.load_run_model",
                         lambda run, checkpoint: (model, config, labels, run_dir / "best.pt"))
 
+    logged_before = len(ray_data_log_file.read_text()) if ray_data_log_file.exists() else 0
     assert main(["test", "--run", str(run_dir), "--workers", "2"]) == 0
     summary = json.loads((run_dir / "test" / "summary.json").read_text())
     expected, windows, video_probs = _expected_metrics(str(tiny_dataset.parquet), model, len(labels))
@@ -231,7 +232,9 @@ def test_test_command_scores_every_window_with_ray_data(tiny_dataset, ray_sessio
     # the progress line ends on every window the test list has, counted without Ray
     assert re.search(rf"\rtest: {expected['clips']}/{expected['clips']} clips, [\d.]+ clips/s, ETA 0 s \n$",
                      printed.err), printed.err
-    assert "execution finished" not in ray_data_console.getvalue()  # Ray Data's notice: its log file only
+    logged = ray_data_log_file.read_text()[logged_before:]  # Ray Data's notices: in its log file, not the console
+    for notice in ("Starting execution of Dataset", "execution finished"):
+        assert notice in logged and notice not in ray_data_console.getvalue(), notice
 
 
 def test_test_command_rejects_a_bad_clip_count(capsys):

@@ -78,14 +78,13 @@ def join_cluster() -> None:
 def ensure_ray(training_cpus: float) -> None:
     """Use the running Ray, join the one at RAY_ADDRESS, or start a local one with `training_cpus` + DATA_CPUS.
 
-    Ray Data's per-execution banners and progress bars are switched off: every epoch re-executes the clip
-    pipelines, and vidfuse prints its own progress lines. This process quiets Ray's console logging as its workers
-    do (JOB_RUNTIME_ENV, `ray_console`): `test`'s pipeline executes here."""
+    Ray Data's progress bars are switched off and its notices of each execution kept off the console (they stay in
+    its log file): every epoch re-executes the clip pipelines, and vidfuse prints its own progress lines. This
+    process quiets Ray's console logging as its workers do (JOB_RUNTIME_ENV, `ray_console`): `test`'s pipeline
+    executes here."""
     global _connected_here
     quiet_ray_console()
-    context = ray.data.DataContext.get_current()
-    context.enable_progress_bars = False
-    context.print_on_execution_start = False
+    ray.data.DataContext.get_current().enable_progress_bars = False
     if ray.is_initialized():
         return
     if os.environ.get("RAY_ADDRESS"):
