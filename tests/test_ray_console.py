@@ -2,7 +2,12 @@
 notices of each execution are hidden there, every other warning and error is not, and Ray's log files keep them
 all."""
 
+import json
 import logging
+import os
+import subprocess
+import sys
+import textwrap
 import traceback
 
 import pytest
@@ -191,3 +196,33 @@ def test_train_workers_console_drops_own_errors(record_factory):
     assert shown == ["Error in training function:\nTraceback ...\nValueError: bug"]
     assert len(filed) == 2 and "VidfuseError" in filed[0]
     assert handlers[0].filters == [ray_console.not_hidden] and handlers[1].filters == []
+
+
+PREEMPTION_WATCHER_LINE = (
+    "[2026-11-29 18:34:59,191 E 2369 2396] core_worker.cc:2465: Actor with class name: 'PreemptionWatcher' and ID: "
+    "'58b26acf2bd450c2df36f77f01000000' has constructor arguments in the object store and max_restarts > 0. If the "
+    "arguments in the object store go out of scope or are lost, the actor restart will fail. See "
+    "https://github.com/ray-project/ray/issues/53727 for more details."
+)
+
+
+def test_the_command_line_makes_ray_drop_its_actor_restart_note_from_worker_output():
+    """Ray Train's controller writes PREEMPTION_WATCHER_LINE at every run's start; the driver prints what its workers
+    write through Ray's deduplicator. In a fresh interpreter, as `launch.py` runs: the command line (here its
+    `--help`, which imports the command and so Ray) leaves that deduplicator dropping the line and passing others."""
+    code = textwrap.dedent(f"""
+        import json
+        from vidfuse.cli import main
+        try:
+            main(["train", "--help"])
+        except SystemExit:
+            pass
+        from ray._private.ray_logging import stdout_deduplicator
+        batches = stdout_deduplicator.deduplicate({{"ip": "10.0.0.1", "pid": 2369,
+                                                   "lines": [{PREEMPTION_WATCHER_LINE!r}, "epoch 1 batch 2/21"]}})
+        print(json.dumps([line for batch in batches for line in batch["lines"]]))
+    """)
+    env = {key: value for key, value in os.environ.items() if key != "RAY_DEDUP_LOGS_SKIP_REGEX"}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == ["epoch 1 batch 2/21"]

@@ -14,6 +14,7 @@ import importlib
 import os
 import sys
 
+from vidfuse.engine.ray_console import skip_ray_worker_lines
 from vidfuse.errors import first_line, own_error
 
 COMMANDS = {
@@ -62,6 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         top.parse_args(argv[:1])  # prints usage and exits 2 for a missing or unknown subcommand, 0 for --help
         return 2
     name, rest = argv[0], argv[1:]
+    skip_ray_worker_lines()  # before the command imports Ray
     module = importlib.import_module(f"vidfuse.commands.{name}")
     parser = OneLineErrorParser(prog=f"launch.py {name}", description=COMMANDS[name])
     module.add_arguments(parser)

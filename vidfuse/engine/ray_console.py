@@ -18,6 +18,12 @@ of the job (the job's `worker_process_setup_hook`, JOB_SETUP_HOOK) and in the dr
 Tune's trial loop execute. `quiet_train_worker_console` gives Ray Train's console handler on a Train worker the same
 filter. Any other error or warning keeps its place (and traceback) on the console.
 
+Ray core's "E" line that an actor "has constructor arguments in the object store and max_restarts > 0" (Ray
+Train's PreemptionWatcher, at every run's start: ray-project/ray#53727) is no Python log record: a worker process
+writes it, and the driver prints it with the process's other output. `skip_ray_worker_lines` gives it to Ray's
+RAY_DEDUP_LOGS_SKIP_REGEX, the lines the driver drops from that stream; Ray reads it when it is imported, so the
+command line calls it first.
+
 This module is the setup hook, imported by every worker process: it imports nothing heavy.
 """
 
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 import sys
 from typing import Any
 
@@ -43,6 +50,7 @@ TRAIN_CONSOLE_LOG_LEVEL = "WARNING"
 TRAIN_REPORT_LOGGER_MODULE = "ray.train.v2._internal.execution.context"
 TRAIN_CONSOLE_HANDLER = "console"  # the name of Ray Train's console handler in its logging config
 RAY_DATA_LOGGER = "ray.data"  # Ray Data logs through this logger and its children
+SKIPPED_WORKER_LINES = r"has constructor arguments in the object store and max_restarts > 0"  # see the docstring
 PROGRESS_BARS_OFF = "Progress bars disabled"  # how Ray Data's warning about switched-off progress bars begins
 
 
@@ -97,6 +105,12 @@ def not_hidden(record: logging.LogRecord) -> bool:
 def _drop_hidden(handler: logging.Handler) -> None:
     if not_hidden not in handler.filters:
         handler.addFilter(not_hidden)
+
+
+def skip_ray_worker_lines() -> None:
+    """Make the Ray imported after this call drop SKIPPED_WORKER_LINES from its workers' output on the driver's
+    console (their log files keep them), unless RAY_DEDUP_LOGS_SKIP_REGEX is already set."""
+    os.environ.setdefault("RAY_DEDUP_LOGS_SKIP_REGEX", SKIPPED_WORKER_LINES)
 
 
 def quiet_train_worker_console() -> None:
