@@ -1,7 +1,7 @@
 """From a prepared Parquet data set to clips: the Ray Data pipeline for training / evaluation, and the same
 clip making for `predict` without Ray.
 
-    read_parquet (only the needed columns)
+    read_parquet (only the needed columns, from memory-mapped shards: MAPPED_FILES)
       -> [train] a per-row random draw, new every execution (epoch), reproducible from `seed`
       -> map_batches(decode_clips): the rows of split N's subset -> window starts -> decode only those JPEGs
          (libjpeg-turbo, through simplejpeg, into one (T, H, W, C) array; a 2x-8x smaller "draft" decode when the
