@@ -322,16 +322,11 @@ def main() -> None:
         try:
             for workers in sorted({1, cores}):
                 timing = time_ray(tmp / "data.parquet", workers, args.epochs, args.batch_size)
-                emit(f"ray_data_{workers}_decoders", timing["clips_per_s"], max(workers, timing["worker_cores_busy"]),
-                     decoders=workers, worker_cores_busy=timing["worker_cores_busy"],
-                     steady_clips_per_s_by_epoch=timing["steady_clips_per_s_by_epoch"],
-                     first_batch_s=timing["first_batch_s"], epoch_clips_per_s=timing["epoch_clips_per_s"],
-                     videos_per_epoch=timing["videos_per_epoch"],
+                emit(f"ray_data_{workers}_decoders", timing.pop("clips_per_s"),
+                     max(workers, timing["worker_cores_busy"]), decoders=workers, **timing,
                      source=f"Parquet JPEGs, short side {SHORT_SIDE}")
             timing = time_ray(tmp / "data.parquet", 1, args.epochs, args.batch_size, decode_on="worker")
-            emit("worker_mode_1_picker", timing["clips_per_s"], max(1, timing["worker_cores_busy"]),
-                 worker_cores_busy=timing["worker_cores_busy"], first_batch_s=timing["first_batch_s"],
-                 steady_clips_per_s_by_epoch=timing["steady_clips_per_s_by_epoch"],
+            emit("worker_mode_1_picker", timing.pop("clips_per_s"), max(1, timing["worker_cores_busy"]), **timing,
                  note="decode_on: worker, the Ray Data side only: read + pick JPEGs, no decoding")
         finally:
             ray.shutdown()
