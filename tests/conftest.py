@@ -128,11 +128,20 @@ def shard_with_damaged_pages(tiny_dataset, tmp_path):
 
 
 @pytest.fixture
-def ray_data_log_file(ray_session) -> Path:
-    """The log file that Ray Data's file handler in this process writes: the Ray session's ray-data.log."""
+def ray_data_logged(ray_session):
+    """A function giving what Ray Data's file handler in this process (the Ray session's ray-data.log) has written
+    since the test began."""
     import ray._private.worker
 
-    return Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "ray-data" / "ray-data.log"
+    log_file = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "ray-data" / "ray-data.log"
+    start = log_file.stat().st_size if log_file.exists() else 0
+
+    def logged() -> str:
+        with open(log_file, "rb") as f:
+            f.seek(start)
+            return f.read().decode()
+
+    return logged
 
 
 @pytest.fixture

@@ -192,7 +192,7 @@ def _expected_metrics(
 
 @pytest.mark.parametrize("decode_on", ["decoders", "worker"])  # worker: the scorers decode the JPEGs themselves
 def test_test_command_scores_every_window_with_ray_data(tiny_dataset, ray_session, tmp_path, monkeypatch, capsys,
-                                                        ray_data_console, ray_data_log_file, decode_on):
+                                                        ray_data_console, ray_data_logged, decode_on):
     labels = list(tiny_dataset.labels)
     run_dir, _ = make_model_run(tmp_path, labels, data_path=str(tiny_dataset.parquet))
     model = _controlled_model(len(labels))
@@ -201,7 +201,6 @@ def test_test_command_scores_every_window_with_ray_data(tiny_dataset, ray_sessio
     monkeypatch.setattr("vidfuse.commands.test.load_run_model",
                         lambda run, checkpoint: (model, config, labels, run_dir / "best.pt"))
 
-    logged_before = len(ray_data_log_file.read_text()) if ray_data_log_file.exists() else 0
     assert main(["test", "--run", str(run_dir), "--workers", "2"]) == 0
     summary = json.loads((run_dir / "test" / "summary.json").read_text())
     expected, windows, video_probs = _expected_metrics(str(tiny_dataset.parquet), model, len(labels))
@@ -232,7 +231,7 @@ def test_test_command_scores_every_window_with_ray_data(tiny_dataset, ray_sessio
     # the progress line ends on every window the test list has, counted without Ray
     assert re.search(rf"\rtest: {expected['clips']}/{expected['clips']} clips, [\d.]+ clips/s, ETA 0 s \n$",
                      printed.err), printed.err
-    logged = ray_data_log_file.read_text()[logged_before:]  # Ray Data's notices: in its log file, not the console
+    logged = ray_data_logged()  # Ray Data's notices: in its log file, not the console
     for notice in ("Starting execution of Dataset", "execution finished"):
         assert notice in logged and notice not in ray_data_console.getvalue(), notice
 
@@ -259,13 +258,12 @@ def test_test_command_rejects_a_data_set_with_other_classes(tiny_dataset, tmp_pa
 
 
 def test_test_command_on_a_damaged_data_set_ends_on_one_line(damaged_dataset, tiny_dataset, ray_session, tmp_path,
-                                                             capsys, ray_data_console, ray_data_log_file):
+                                                             capsys, ray_data_console, ray_data_logged):
     """The pipeline executes in this process, so Ray Data logs here what it meets. vidfuse's own error, a
     RayTaskError of it whose text is the decoder's traceback, shows as vidfuse's one line and nothing else: Ray
     Data's console gets neither its traceback nor "Exception occurred in Ray Data or Ray Core internal code"; its
     log file gets what it logged."""
     run_dir, _ = make_model_run(tmp_path, list(tiny_dataset.labels), data_path=str(damaged_dataset("test")))
-    logged_before = len(ray_data_log_file.read_text()) if ray_data_log_file.exists() else 0
     assert main(["test", "--run", str(run_dir), "--workers", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and re.fullmatch(
@@ -273,7 +271,7 @@ def test_test_command_on_a_damaged_data_set_ends_on_one_line(damaged_dataset, ti
         r"prepare it again", err[0]), err
     ray_data_lines = ray_data_console.getvalue()
     assert "Traceback" not in ray_data_lines and "internal code" not in ray_data_lines
-    logged = ray_data_log_file.read_text()[logged_before:]  # what Ray Data logged meanwhile, through these handlers
+    logged = ray_data_logged()  # what Ray Data logged meanwhile, through these handlers
     assert "execution failed" in logged and "Traceback" in logged and "execution failed" not in ray_data_lines
     assert not (run_dir / "test").exists()
 

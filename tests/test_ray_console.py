@@ -126,7 +126,7 @@ def test_a_shard_ray_data_could_not_read_is_vidfuses_own_error(failed_shard_read
 
 
 def test_ray_datas_console_drops_own_errors_and_notices_and_its_log_file_keeps_them(record_factory, ray_data_console,
-                                                                                  ray_data_log_file):
+                                                                                  ray_data_logged):
     """Through the `ray.data` logger as Ray configured it: its console handler and its file handler (the session's
     ray-data.log)."""
     logger = logging.getLogger("ray.data._internal.execution.streaming_executor_state")
@@ -144,7 +144,7 @@ def test_ray_datas_console_drops_own_errors_and_notices_and_its_log_file_keeps_t
     assert "(a bug)" in console and "ValueError: bug" in console and "Operator is falling behind" in console
     assert "own error" not in console and "Split 1 epoch 0" not in console and "VidfuseError" not in console
     assert "execution finished" not in console and "Progress bars disabled" not in console
-    kept = ray_data_log_file.read_text()
+    kept = ray_data_logged()
     assert "(own error)" in kept and "Split 1 epoch 0 get() failed" in kept and "(a bug)" in kept
     assert "val_7 execution finished" in kept and "Progress bars disabled" in kept
 
