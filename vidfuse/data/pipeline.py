@@ -15,10 +15,10 @@ tasks feeding the decoders: ~10 % more clips/s per decoder and faster epochs (be
 The map calls `decode_clips` (or `pick_window_jpegs`) through `ray_tasks`, so that Ray Data's executor unpickles
 the plan without importing torch.
 Ray's Parquet reader packs row groups into read units of 128 MiB (~110 videos at short side 128), one task and one
-block each. Measured inside a decoder (one core): its own work is ~1.6 ms a 16-frame clip, and each task adds
-~50 ms before its first block (~25 ms of task turnaround, ~25 ms of a cold Arrow scanner), ~0.45 ms a clip.
-Larger units (RAY_DATA_PARQUET_BIN_PACKING_BYTES) make blocks as large (1 GiB: whole shards in a decoder's memory)
-for ~0.1 ms a clip, so the default stays.
+block each. Measured inside a decoder (one core): `decode_clips` takes ~2.1 ms a 16-frame clip, and each task adds
+~50 ms before its first block (~25 ms of task turnaround, ~25 ms of a cold Arrow scanner). The default unit is the
+fastest here (RAY_DATA_PARQUET_BIN_PACKING_BYTES, one decoder, alternating in one session, train clips/s): 32 MiB
+274-279, 64 MiB 335-342, 128 MiB 343-377, 512 MiB 285-313.
 
 The consumer (`iter_torch_batches` on each Train worker) keeps clips uint8 until they are on its device, where
 `transforms.to_model_input` converts and normalises them. Decoding asks for CPUs only, so on a cluster it runs
