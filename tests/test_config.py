@@ -60,6 +60,18 @@ def test_bad_values_are_named(override, fragment):
     assert fragment in str(err.value)
 
 
+def test_a_clip_larger_than_the_cap_is_named_with_its_size():
+    # The largest legal side at 16 frames, by integer arithmetic: 16 * 1182**2 * 3 bytes <= 64 MiB < 16 * 1183**2 * 3.
+    assert 16 * 1182**2 * 3 <= config_lib.MAX_CLIP_MIB * 2**20 < 16 * 1183**2 * 3
+    assert config_lib.load(None, ["data.sample_size=1182"]).data.sample_size == 1182
+    with pytest.raises(VidfuseError) as err:
+        config_lib.load(None, ["data.sample_size=1183"])
+    assert str(err.value) == ("data.sample_duration=16 with data.sample_size=1183 makes clips of 64.1 MiB "
+                              "(16 x 1183 x 1183 x 3 bytes); at most 64 MiB a clip")
+    with pytest.raises(VidfuseError, match=r"^data.sample_duration=512 with data.sample_size=224 makes clips of 73.5"):
+        config_lib.load(None, ["data.sample_duration=512", "data.sample_size=224"])
+
+
 def test_preset_then_override_and_yaml_round_trip(tmp_path):
     preset = tmp_path / "preset.yaml"
     preset.write_text(yaml.safe_dump({"model": {"arch": "resnext", "depth": 101, "shortcut": "B"},

@@ -267,6 +267,22 @@ def _check_range(dotted: str, value: float) -> None:
     raise VidfuseError(f"{dotted}={value} must be " + (f"at least {low}" if low_valid else f"above {low}"))
 
 
+# The largest uint8 clip (sample_duration x sample_size x sample_size x 3) a run may ask for. Each decoder holds a
+# batch of clips and each Train worker `data.shuffle_buffer` of them (64 by default: 4 GiB at this size), so a
+# larger one would have Ray's memory monitor kill processes instead of a one-line error. Clips of research
+# settings are far below: 64 x 224 x 224 is 9.2 MiB.
+MAX_CLIP_MIB = 64
+
+
+def _check_clip_bytes(data: DataConfig) -> None:
+    clip_mib = data.sample_duration * data.sample_size**2 * 3 / 2**20
+    if clip_mib > MAX_CLIP_MIB:
+        raise VidfuseError(
+            f"data.sample_duration={data.sample_duration} with data.sample_size={data.sample_size} makes clips of "
+            f"{clip_mib:.1f} MiB ({data.sample_duration} x {data.sample_size} x {data.sample_size} x 3 bytes); "
+            f"at most {MAX_CLIP_MIB} MiB a clip")
+
+
 def check_folder_name(name: str, what: str = "run.name") -> None:
     """A run (or experiment) name is one folder under its storage: not empty, no path separator, not . or .."""
     if name in ("", ".", "..") or "/" in name or os.sep in name:
@@ -286,6 +302,7 @@ def validate(config: Config) -> None:
         section, key = dotted.split(".")
         _check_range(dotted, getattr(getattr(config, section), key))
     check_folder_name(config.run.name)
+    _check_clip_bytes(config.data)
     from vidfuse.data.transforms import Augment  # torchvision: imported only when a config is checked
 
     try:
