@@ -83,6 +83,7 @@ class RunConfig:
     gpus_per_worker: float = 0.0  # GPUs each worker takes; 0 trains on CPU with gloo
     cpus_per_worker: float = 1.0  # CPUs each worker reserves
     precision: str = "bf16"  # autocast on GPU: bf16, fp16 (with a GradScaler) or fp32; CPU always trains in fp32
+    # (measured on one H200, README: fp16 trained 3D ResNets up to 1.75x as fast as bf16, in the same memory)
     checkpoint_every: int = 1  # keep a checkpoint every n epochs (and always the best)
     keep_checkpoints: int = 2  # periodic checkpoints kept besides the best
     max_failures: int = 1  # worker restarts from the last checkpoint before giving up; -1: no limit
