@@ -43,12 +43,12 @@ from vidfuse.models import model_from_config
 SIZE, DURATION = 112, 16
 
 
-def timed_batches(batch: dict[str, torch.Tensor], count: int, stamps: list[float]):
-    """`batch` `count` times, recording the time at each request: the gaps are the steps' times (the train loop
-    reads each step's loss with `.item()`, so a step has finished on the device when the next batch is asked for)."""
-    for _ in range(count):
-        stamps.append(time.perf_counter())
-        yield batch
+def timed_batch(batch: dict[str, torch.Tensor], stamps: list[float]):
+    """`batch` once, as a one-batch epoch, appending the time it is asked for and the time the epoch asks for the
+    next one: the step's time (the train loop reads the step's loss with `.item()`, so by then the step has finished
+    on the device)."""
+    stamps.append(time.perf_counter())
+    yield batch
     stamps.append(time.perf_counter())
 
 
@@ -75,7 +75,7 @@ def train_step_case(arch: str, depth: int, precision: str, *, batch_size: int, s
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     for step in range(warmup + steps):  # one-batch "epochs": each step's own loss
-        stats = train_one_epoch(model, optimizer, scaler, timed_batches(batch, 1, stamps), cfg=cfg, device=device,
+        stats = train_one_epoch(model, optimizer, scaler, timed_batch(batch, stamps), cfg=cfg, device=device,
                                 epoch=step + 1, total_batches=1, rank=1)  # rank 1: no progress line
         losses.append(stats.loss)
     step_s = [stamps[2 * i + 1] - stamps[2 * i] for i in range(warmup, warmup + steps)]
