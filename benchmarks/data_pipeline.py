@@ -22,8 +22,8 @@ clips in ../shared/data/clips (320 x 240):
                 of the epochs, each also printed: the first one's is lower as processes start meanwhile). Its cores:
                 the decoders, or the cores Ray's worker processes were measured busy in that window if more
                 (Arrow's read threads can add to a decoder's core);
-- decode_on: worker (`--worker-device`, default cpu; cuda for nvjpeg): `worker_decode_<device>` is the Train
-                worker's share, decoding + cropping batches of window rows in memory (one thread on a CPU);
+- decode_on: worker: `worker_decode_cpu` is the Train worker's share on a CPU, decoding + cropping batches of
+                window rows in memory (one thread; nvjpeg on a GPU: benchmarks/gpu_paths.py --windows);
                 `worker_mode_1_picker` is the Ray Data share, one task reading rows and picking the windows' JPEGs.
                 They are not in the ratios, which are about the CPU decoders.
 The prepared rows are replicated (`--copies`, default 800: 3,200 videos, ~1 MB each) so that an epoch lasts long
@@ -177,18 +177,11 @@ def picked_windows(shard: Path, n_videos: int, rng: np.random.Generator) -> list
     return batches
 
 
-def time_worker_decode(batches: list[dict[str, np.ndarray]], device: torch.device, repeats: int) -> float:
-    """`time_loop` of `decode_windows` over `batches` (cycled) on `device`."""
+def time_worker_decode(batches: list[dict[str, np.ndarray]], repeats: int) -> float:
+    """`time_loop` of `decode_windows` over `batches` (cycled) on the CPU."""
     cycle = itertools.cycle(batches)
-
-    def decode() -> int:
-        clips = decode_windows(next(cycle), size=SIZE, device=device)
-        if device.type == "cuda":
-            torch.cuda.synchronize()  # the clips are done, not just queued
-        return len(clips)
-
-    decode()  # warm-up: nvjpeg's handle, CUDA's allocator
-    return time_loop(decode, sum(len(batch["label"]) for batch in batches), repeats)
+    return time_loop(lambda: len(decode_windows(next(cycle), size=SIZE, device="cpu")),
+                     sum(len(batch["label"]) for batch in batches), repeats)
 
 
 def time_loop(make_clips, n_clips: int, repeats: int) -> float:
@@ -256,7 +249,6 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=3, help="Ray Data epochs per case, median reported (default 3: "
                         "the first one's processes start and import meanwhile)")
     parser.add_argument("--batch-size", type=int, default=16, help="iter_torch_batches batch (default 16)")
-    parser.add_argument("--worker-device", default="cpu", help="device of the worker_decode case: cpu or cuda")
     args = parser.parse_args()
     cores = os.cpu_count() or 1
     rng = np.random.default_rng(0)
@@ -308,10 +300,8 @@ def main() -> None:
              source=f"Parquet row groups in memory, short side {SHORT_SIDE}")
         emit("plain_loop", time_loop(lambda: read_and_decode(shard, 4 * args.clips, rng), 4 * args.clips,
                                      args.repeats), 1, source=f"Parquet row groups, short side {SHORT_SIDE}")
-        device = torch.device(args.worker_device)
-        emit(f"worker_decode_{device.type}", time_worker_decode(picked_windows(shard, 4 * args.clips, rng), device,
-                                                               args.repeats),
-             1, source="window rows (decode_on: worker) in memory", device=str(device))
+        emit("worker_decode_cpu", time_worker_decode(picked_windows(shard, 4 * args.clips, rng), args.repeats), 1,
+             source="window rows (decode_on: worker) in memory", device="cpu")
 
         import ray
 
