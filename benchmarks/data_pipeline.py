@@ -21,7 +21,9 @@ clips in ../shared/data/clips (320 x 240):
                 apart from the steady-state rate (between the batches at 30 % and 90 % of an epoch; the median
                 of the epochs, each also printed: the first one's is lower as processes start meanwhile). Its cores:
                 the decoders, or the cores Ray's worker processes were measured busy in that window if more
-                (Arrow's read threads can add to a decoder's core);
+                (Arrow's read threads can add to a decoder's core); and those processes' CPU ms per clip in that
+                window (`worker_cpu_ms_per_clip`). The final line's `ray_layer_cpu_ms_per_clip` is the 1-decoder
+                figure less the plain loop's: the CPU that the Ray Data layer adds to each clip;
 - decode_on: worker: `worker_decode_cpu` is the Train worker's share on a CPU, decoding + cropping batches of
                 window rows in memory (one thread; nvjpeg on a GPU: benchmarks/gpu_paths.py --windows);
                 `worker_mode_1_picker` is the Ray Data share, one task reading rows and picking the windows' JPEGs.
@@ -216,11 +218,11 @@ def time_ray(path: Path, decode_workers: int, epochs: int, batch_size: int, deco
     """Per epoch: first-batch latency, the whole epoch's clips/s, and the steady-state clips/s measured between
     the batches at 30 % and 90 % of the epoch (clips decoded ahead while the first batch was awaited are spent by
     then, so this is the rate the pipeline sustains), with the cores Ray's workers kept busy meanwhile (Arrow's
-    read threads included); the medians over epochs."""
+    read threads included) and their CPU per clip; the medians over epochs."""
     ds = clip_dataset(path, split=1, subset="train", mode="train", sample_duration=DURATION, sample_size=SIZE,
                       decode_workers=decode_workers, decode_on=decode_on)
     clips_per_epoch = read_meta(path)["counts"]["split1"]["train"]  # one train clip per video
-    first, whole, steady, busy = [], [], [], []
+    first, whole, steady, busy, cpu_per_clip = [], [], [], [], []
     for _ in range(epochs):
         start, made, window = time.perf_counter(), 0, []  # window: (seconds, clips, worker CPU s) at 30 %, 90 %
         batches = (ds.iter_torch_batches(batch_size=batch_size, prefetch_batches=2) if decode_on == "decoders"
@@ -235,9 +237,11 @@ def time_ray(path: Path, decode_workers: int, epochs: int, batch_size: int, deco
         (t_a, n_a, cpu_a), (t_b, n_b, cpu_b) = window
         steady.append((n_b - n_a) / (t_b - t_a))
         busy.append((cpu_b - cpu_a) / (t_b - t_a))
+        cpu_per_clip.append((cpu_b - cpu_a) / (n_b - n_a))
     return {"first_batch_s": [round(t, 1) for t in first], "epoch_clips_per_s": round(statistics.median(whole), 1),
             "steady_clips_per_s_by_epoch": [round(rate, 1) for rate in steady],
             "clips_per_s": statistics.median(steady), "worker_cores_busy": round(statistics.median(busy), 2),
+            "worker_cpu_ms_per_clip": round(1e3 * statistics.median(cpu_per_clip), 2),
             "videos_per_epoch": clips_per_epoch}
 
 
@@ -310,8 +314,10 @@ def main() -> None:
                  runtime_env={"env_vars": DECODER_ENV_VARS})  # as vidfuse's own runs have them
         ray.data.DataContext.get_current().enable_progress_bars = False
         try:
+            cpu_ms_per_clip = {}  # decoders -> CPU ms of Ray's worker processes per clip
             for workers in sorted({1, cores}):
                 timing = time_ray(tmp / "data.parquet", workers, args.epochs, args.batch_size)
+                cpu_ms_per_clip[workers] = timing["worker_cpu_ms_per_clip"]
                 emit(f"ray_data_{workers}_decoders", timing.pop("clips_per_s"),
                      max(workers, timing["worker_cores_busy"]), decoders=workers, **timing,
                      source=f"Parquet JPEGs, short side {SHORT_SIDE}")
@@ -322,6 +328,7 @@ def main() -> None:
             ray.shutdown()
 
     best_ray = max(v for k, v in results.items() if k.startswith("ray_data"))  # the CPU decoders
+    plain_loop_ms = 1e3 / results["plain_loop"]  # one core: its CPU per clip
     print(json.dumps({"case": "ratios_per_core",
                       "ray_vs_naive": round(best_ray / results["naive_pil_per_frame"], 2),
                       "ray_vs_decode_limit": round(best_ray / results["decode_limit"], 2),
@@ -332,6 +339,7 @@ def main() -> None:
                       "in_memory_vs_decode_limit": round(results["in_memory"] / results["decode_limit"], 2),
                       "plain_loop_vs_decode_limit": round(results["plain_loop"] / results["decode_limit"], 2),
                       "ray_vs_plain_loop": round(best_ray / results["plain_loop"], 2),
+                      "ray_layer_cpu_ms_per_clip": round(cpu_ms_per_clip[1] - plain_loop_ms, 2),
                       "note": "shared, noisy machine; Ray steady state = rate between 30 % and 90 % of an epoch"}))
 
 

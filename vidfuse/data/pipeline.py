@@ -15,10 +15,14 @@ tasks feeding the decoders: ~10 % more clips/s per decoder and faster epochs (be
 The map calls `decode_clips` (or `pick_window_jpegs`) through `ray_tasks`, so that Ray Data's executor unpickles
 the plan without importing torch.
 Ray's Parquet reader packs row groups into read units of 128 MiB (~110 videos at short side 128), one task and one
-block each. Measured inside a decoder (one core): `decode_clips` takes ~2.1 ms a 16-frame clip, and each task adds
-~50 ms before its first block (~25 ms of task turnaround, ~25 ms of a cold Arrow scanner). The default unit is the
-fastest here (RAY_DATA_PARQUET_BIN_PACKING_BYTES, one decoder, alternating in one session, train clips/s): 32 MiB
-274-279, 64 MiB 335-342, 128 MiB 343-377, 512 MiB 285-313.
+block each. Where a decoder's time goes (one core, benchmarks/data_pipeline.py's data set, a decoder timed per
+block): `decode_clips` takes 2.3 ms of CPU a 16-frame clip, and Ray's handling of its output batches 0.08 ms; between
+one block and the next pass 60-120 ms (112 videos), of which the Parquet read is ~35 ms (Ray's scanner: 0.31 ms a
+video, where pyarrow's `read_row_group` alone takes 0.20 ms) and the gap between tasks 5-10 ms. In all the Ray Data
+layer adds ~0.35 ms of CPU to the 2.45 ms a clip costs in a plain loop (the benchmark's ray_layer_cpu_ms_per_clip),
+so the decoders run at ~0.87 of the plain loop's rate per core. The default unit is the fastest here
+(RAY_DATA_PARQUET_BIN_PACKING_BYTES, one decoder, alternating in one session, train clips/s): 32 MiB 274-279, 64 MiB
+335-342, 128 MiB 343-377, 512 MiB 285-313.
 
 The consumer (`iter_torch_batches` on each Train worker) keeps clips uint8 until they are on its device, where
 `transforms.to_model_input` converts and normalises them. Decoding asks for CPUs only, so on a cluster it runs
