@@ -61,7 +61,7 @@ def test_load_run_model_gives_back_the_trained_weights(tmp_path):
 
 
 def test_bad_checkpoints_and_folders_are_clear_errors(tmp_path):
-    run_dir, _ = make_model_run(tmp_path, ["a", "b", "c"])
+    run_dir, model = make_model_run(tmp_path, ["a", "b", "c"])
     other = build_model(arch="resnet", depth=18, shortcut="A", num_classes=3, fusion="gap", fusion_layers=("layer4",))
     save_checkpoint(tmp_path / "other.pt", {"model": other.state_dict(), "labels": ["a", "b", "c"]})
     with pytest.raises(VidfuseError) as error:
@@ -76,6 +76,15 @@ def test_bad_checkpoints_and_folders_are_clear_errors(tmp_path):
             load_run_model(run_dir, str(tmp_path / "odd.pt"))
     torch.save({"model": [1, 2], "labels": ["a", "b", "c"]}, tmp_path / "odd.pt")
     with pytest.raises(VidfuseError, match=r"odd\.pt: weights do not fit the run's model .*state_dict to be dict"):
+        load_run_model(run_dir, str(tmp_path / "odd.pt"))
+    for labels in (5, "abc", ["a", 2, "c"]):  # class names that are no list of names
+        save_checkpoint(tmp_path / "odd.pt", {"model": model.state_dict(), "labels": labels})
+        with pytest.raises(VidfuseError, match=r"odd\.pt: its class names are no list of names"):
+            load_run_model(run_dir, str(tmp_path / "odd.pt"))
+    diverged = {name: tensor.clone() for name, tensor in model.state_dict().items()}
+    diverged["fc.weight" if "fc.weight" in diverged else next(iter(diverged))].fill_(float("nan"))
+    save_checkpoint(tmp_path / "odd.pt", {"model": diverged, "labels": ["a", "b", "c"]})
+    with pytest.raises(VidfuseError, match=r"odd\.pt: weights that are not finite \(1 tensors, e\.g\. "):
         load_run_model(run_dir, str(tmp_path / "odd.pt"))
     with pytest.raises(VidfuseError, match="checkpoint not found"):
         load_run_model(run_dir, "last")

@@ -37,13 +37,16 @@ def load_run_model(
     """The run's model with the checkpoint's weights, in eval mode on the CPU.
 
     `checkpoint` is `best`, `last` or a path. Returns (model, config, class names, checkpoint path). Weights that
-    do not fit the run's architecture are one clear error naming the checkpoint.
+    do not fit the run's architecture or are not finite, and class names that are no list of names, are one clear
+    error naming the checkpoint.
     """
     run_dir = rundir.require_run_dir(run_dir)
     config = rundir.read_config(run_dir)
     path = resolve_checkpoint(run_dir, checkpoint)
     state = load_checkpoint(path)
-    labels = list(state.get("labels") or rundir.read_meta(run_dir).get("labels") or [])
+    labels = state.get("labels") or rundir.read_meta(run_dir).get("labels") or []
+    if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
+        raise VidfuseError(f"{path}: its class names are no list of names ({type(labels).__name__})")
     if config.model.num_classes == 0:  # "from the data": the checkpoint knows how many
         config.model.num_classes = len(labels)
     if len(labels) != config.model.num_classes:
@@ -55,6 +58,11 @@ def load_run_model(
         model_name = f"{config.model.arch}-{config.model.depth} with the {config.model.fusion} head"
         raise VidfuseError(f"{path}: weights do not fit the run's model ({model_name}): "
                            f"{_load_error_detail(exc)}") from None
+    not_finite = [name for name, tensor in model.state_dict().items()
+                  if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
+    if not_finite:  # scores of such a model are NaN or meaningless
+        raise VidfuseError(f"{path}: weights that are not finite ({len(not_finite)} tensors, e.g. {not_finite[0]}): "
+                           "a run that diverged?")
     return model.eval(), config, labels, path
 
 
