@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import math
 import os
 import re
@@ -331,3 +332,32 @@ def test_a_damaged_meta_json_is_one_line_naming_it(tiny_dataset, tmp_path, capsy
         assert main(["train", "--data", str(data), "--storage", str(tmp_path), "--name", "meta"]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith(f"vidfuse: error: {data / META_NAME}: not "), (meta, err)
+
+
+def test_meta_labels_that_do_not_match_the_shards_are_a_damaged_data_set(tiny_dataset, tmp_path, capsys):
+    """`_meta.json`'s label list cut short (a label in the shards past its end: training would fail deep in a
+    worker) or reordered (scores against the wrong names) is found before Ray starts: one line, exit status 2."""
+    import shutil
+
+    from vidfuse.cli import main
+    from vidfuse.data.prepare import META_NAME, read_meta
+
+    labels = read_meta(tiny_dataset.parquet)["labels"]
+    first_test = video_table(tiny_dataset.parquet, split=1, subset="test")[0]
+    for name, damaged_labels in (("cut", labels[:1]), ("reordered", labels[::-1])):
+        data = tmp_path / f"{name}.parquet"
+        shutil.copytree(tiny_dataset.parquet, data)
+        meta = json.loads((data / META_NAME).read_text())
+        (data / META_NAME).write_text(json.dumps({**meta, "labels": damaged_labels}))
+        with pytest.raises(VidfuseError) as error:
+            video_table(data, split=1, subset="test")
+        assert str(error.value).startswith(f"{data / META_NAME}: its labels do not match the shards' (video ")
+        assert str(error.value).endswith("the data set is damaged; prepare it again")
+        assert main(["train", "--data", str(data), "--storage", str(tmp_path), "--name", name]) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"vidfuse: error: {data / META_NAME}: its labels do not match")
+        assert not (tmp_path / name).exists()
+    assert str(error.value) == (  # reordered: the first test video's class has another name in the list
+        f"{data / META_NAME}: its labels do not match the shards' (video {first_test['video_id']} has label "
+        f"{first_test['label']}, {first_test['label_name']!r}; the list names "
+        f"{labels[::-1][first_test['label']]!r}): the data set is damaged; prepare it again")

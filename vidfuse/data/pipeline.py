@@ -58,7 +58,7 @@ import torch
 from PIL import Image
 
 from vidfuse.data import ray_tasks
-from vidfuse.data.prepare import read_meta, shard_paths
+from vidfuse.data.prepare import META_NAME, read_meta, shard_paths
 from vidfuse.data.sampling import MODES, clip_starts, window_indices
 from vidfuse.data.splits import SUBSETS
 from vidfuse.data.transforms import CENTRE_CROP, Augment, Crop, crop_clip, random_crop, resize_short_side
@@ -403,7 +403,21 @@ def video_table(path: Path | str, *, split: int, subset: str) -> list[dict]:
     columns = ["video_index", "video_id", "label", "label_name", "n_frames"]
     table = pa.concat_tables(_read_shard(shard, columns=columns, filters=[(f"split{split}", "=", subset)])
                              for shard in shard_paths(path))
-    return table.sort_by("video_index").to_pylist()
+    videos = table.sort_by("video_index").to_pylist()
+    _check_label_names(path, videos)
+    return videos
+
+
+def _check_label_names(path: Path, videos: list[dict]) -> None:
+    """Raise unless every video's label (its row in the model's output) names its class as `_meta.json`'s label list
+    does: a list cut short or reordered would make training fail deep in a worker, or score against wrong names."""
+    labels = read_meta(path)["labels"]
+    for video in videos:
+        label = video["label"]
+        if not (0 <= label < len(labels) and labels[label] == video["label_name"]):
+            listed = f"names {labels[label]!r}" if 0 <= label < len(labels) else f"has {len(labels)} labels"
+            raise VidfuseError(f"{path / META_NAME}: its labels do not match the shards' (video {video['video_id']} "
+                               f"has label {label}, {video['label_name']!r}; the list {listed}): {DAMAGED_DATA_SET}")
 
 
 def _read_shard(shard: Path, **read_options: Any) -> pa.Table:
