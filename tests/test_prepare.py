@@ -191,6 +191,13 @@ def test_bad_inputs_are_one_clear_error(tiny_dataset, tmp_path):
         prepare_dataset(frames=tiny_dataset.splits_dir / "classInd.txt", **base)
     with pytest.raises(VidfuseError, match="folder takes no --splits"):
         prepare_dataset(frames=tiny_dataset.frames_root, **{**base, "dataset": "folder"})
+    with pytest.raises(VidfuseError, match=r"^--test-fraction \(0\.5\) is for --dataset folder only: ucf101's test "
+                                           "lists are its split files'$"):
+        prepare_dataset(frames=tiny_dataset.frames_root, test_fraction=0.5, **base)
+    with pytest.raises(VidfuseError, match=r"^--short-side 100000 is more than 1080 pixels"):
+        prepare_dataset(frames=tiny_dataset.frames_root, short_side=100000, **base)
+    with pytest.raises(VidfuseError, match="nowhere"):  # 1080 itself is allowed: the next check speaks
+        prepare_dataset(frames=tmp_path / "nowhere", short_side=1080, **base)
     assert not (tmp_path / "x.parquet").exists()
 
 

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from vidfuse.data.prepare import DATASETS, DEFAULT_VAL_FRACTION, prepare_dataset
+from vidfuse.data.splits import DEFAULT_TEST_FRACTION
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -24,8 +25,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--val-fraction", type=float, default=DEFAULT_VAL_FRACTION,
                         help="share of each training list held out as val: of the groups for ucf101, of each "
                              f"class otherwise (default {DEFAULT_VAL_FRACTION})")
-    parser.add_argument("--test-fraction", type=float, default=0.3,
-                        help="folder data set only: share of each class used as test (default 0.3)")
+    parser.add_argument("--test-fraction", type=float,
+                        help=f"folder data set only: share of each class used as test "
+                             f"(default {DEFAULT_TEST_FRACTION})")
     parser.add_argument("--seed", type=int, default=0, help="seeds the val carve-out and row order (default 0)")
     parser.add_argument("--overwrite", action="store_true", help="replace a data set already at --out")
 

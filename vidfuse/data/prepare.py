@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from vidfuse.data.splits import SUBSETS, SplitSet, folder_splits, read_splits
+from vidfuse.data.splits import DEFAULT_TEST_FRACTION, SUBSETS, SplitSet, folder_splits, read_splits
 from vidfuse.data.transforms import resize_short_side
 from vidfuse.data.video import VIDEO_EXTENSIONS, iter_frames
 from vidfuse.errors import VidfuseError
@@ -49,6 +49,9 @@ SHARD_VIDEOS = 256
 JPEG_QUALITY = 90
 META_NAME = "_meta.json"  # "_" prefix: Parquet readers (pyarrow, Ray, pandas) skip it when reading OUT
 DEFAULT_VAL_FRACTION = 0.1
+# Stored frames feed training crops (112-224 px, from short sides of 128-320); a larger side only grows every row
+# (a video is one row), and a mistyped one (100000) would have `prepare` upscale each frame for hours
+MAX_SHORT_SIDE = 1080
 
 
 @dataclass
@@ -248,14 +251,15 @@ def prepare_dataset(
     min_frames: int = 1,
     strict: bool = False,
     val_fraction: float = DEFAULT_VAL_FRACTION,
-    test_fraction: float = 0.3,
+    test_fraction: float | None = None,
     seed: int = 0,
     progress: bool = True,
     overwrite: bool = False,
 ) -> PrepareSummary:
     """Write the Parquet data set `out` (a folder of shards + _meta.json) for the videos the split files list.
 
-    `test_fraction` is used by the `folder` data set only (which has no split files). An existing data set at
+    `test_fraction` is for the `folder` data set only (which has no split files; default DEFAULT_TEST_FRACTION):
+    the others' test lists are official. An existing data set at
     `out` is replaced only with `overwrite`, and anything else there never is (see `_check_out`).
     """
     if dataset not in DATASETS:
@@ -264,15 +268,22 @@ def prepare_dataset(
         raise VidfuseError("give exactly one of --frames (frame folders) or --videos (video files)")
     if short_side < 1 or min_frames < 1:
         raise VidfuseError(f"--short-side ({short_side}) and --min-frames ({min_frames}) must be at least 1")
+    if short_side > MAX_SHORT_SIDE:
+        raise VidfuseError(f"--short-side {short_side} is more than {MAX_SHORT_SIDE} pixels: frames are stored for "
+                           "training crops, usually at 128-320")
     if workers is not None and workers < 1:
         raise VidfuseError(f"--workers {workers} must be at least 1")
     if seed < 0:
         raise VidfuseError(f"--seed {seed} must be at least 0")
     if dataset == "folder" and splits is not None:
         raise VidfuseError(f"--dataset folder takes no --splits ({splits}): it splits the folders it finds")
+    if dataset != "folder" and test_fraction is not None:
+        raise VidfuseError(f"--test-fraction ({test_fraction}) is for --dataset folder only: {dataset}'s test lists "
+                           "are its split files'")
     kind, root = ("frames", Path(frames)) if frames is not None else ("videos", Path(videos))
     on_disk = scan_root(root, kind)
     if dataset == "folder":
+        test_fraction = DEFAULT_TEST_FRACTION if test_fraction is None else test_fraction
         split_set = folder_splits(sorted(on_disk), val_fraction=val_fraction, test_fraction=test_fraction, seed=seed)
     else:
         split_set = read_splits(dataset, splits, val_fraction=val_fraction, seed=seed)
@@ -308,7 +319,7 @@ def prepare_dataset(
             "splits": split_set.splits,
             "source": {kind: str(root.resolve()), "splits": str(Path(splits).resolve()) if splits else None},
             "options": {"short_side": short_side, "min_frames": min_frames, "val_fraction": val_fraction,
-                        "test_fraction": test_fraction if dataset == "folder" else None, "seed": seed,
+                        "test_fraction": test_fraction, "seed": seed,
                         "jpeg_quality": JPEG_QUALITY},
             "videos": written,
             "counts": counts,

@@ -249,8 +249,11 @@ def read_kinetics(splits: Path, *, val_fraction: float, seed: int = 0) -> SplitS
     return SplitSet("kinetics", labels, carve_val_fraction(videos, val_fraction=val_fraction, seed=seed))
 
 
+DEFAULT_TEST_FRACTION = 0.3  # the folder data set's share of each class used as test
+
+
 def folder_splits(
-    entries: list[tuple[str, str]], *, val_fraction: float, test_fraction: float = 0.3, seed: int = 0
+    entries: list[tuple[str, str]], *, val_fraction: float, test_fraction: float = DEFAULT_TEST_FRACTION, seed: int = 0
 ) -> SplitSet:
     """Split `(class, video)` pairs found on disk: per class a seeded `test_fraction` to test, the rest train."""
     check_fraction("val fraction", val_fraction, low_inclusive=True)
