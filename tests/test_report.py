@@ -184,8 +184,33 @@ def test_damaged_json_files_of_a_run_are_one_line_each(tmp_path, capsys):
     (run_dir / "test" / "predictions.jsonl").write_text('{"video_id": "v_000"}\n')
     with pytest.raises(VidfuseError, match=r"predictions\.jsonl: a record without `video_id` or `correct`"):
         read_top1_correct(run_dir)
-    metrics.write_text(metrics.read_text() + '{"epoch": "4"}\n')
+    three_epochs = metrics.read_text()
+    metrics.write_text(three_epochs + '{"epoch": "4"}\n')
     with pytest.raises(VidfuseError, match=r"metrics\.jsonl: a record without an integer `epoch`"):
+        results_table([run_dir])
+    # valid JSON with a value that is no number where one is used: one line naming the record, key and value
+    for edit, message in (({"val_video_acc": "high"}, "record 2: `val_video_acc` is 'high', not a number"),
+                          ({"val_loss": None}, "record 2: `val_loss` is None, not a number"),
+                          ({"lr": True}, "record 2: `lr` is True, not a number")):
+        records = [json.loads(line) for line in three_epochs.splitlines()]
+        records[1].update(edit)
+        metrics.write_text("".join(json.dumps(record) + "\n" for record in records))
+        assert main(["report", str(run_dir), "--out", str(tmp_path / "out")]) == 2
+        assert capsys.readouterr().err.strip().splitlines() == [
+            f"vidfuse: error: {metrics}: {message}: not what training writes"]
+    records = [json.loads(line) for line in three_epochs.splitlines()]
+    del records[1]["val_loss"]
+    metrics.write_text("".join(json.dumps(record) + "\n" for record in records))
+    with pytest.raises(VidfuseError, match=r"metrics\.jsonl: record 2: `val_video_acc` without `val_loss`"):
+        results_table([run_dir])
+    metrics.write_text(three_epochs)
+    (run_dir / "test" / "summary.json").write_text('{"top1_error": "x", "top5_error": 0.1}')
+    with pytest.raises(VidfuseError, match=r"summary\.json: `top1_error` is 'x', not a number: not what `test` wri"):
+        results_table([run_dir])
+    (run_dir / "test" / "summary.json").unlink()
+    meta = json.loads((run_dir / rundir.META).read_text())
+    (run_dir / rundir.META).write_text(json.dumps({**meta, "parameters": "many"}))
+    with pytest.raises(VidfuseError, match=r"meta\.json: `parameters` is 'many', not a number: not what training"):
         results_table([run_dir])
 
 
@@ -200,11 +225,11 @@ def test_metrics_are_added_by_rewriting_the_file_atomically(tmp_path, monkeypatc
 
     monkeypatch.setattr("vidfuse.files.os.replace", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        rundir.append_metrics(run_dir, {"epoch": 3, "val_video_acc": 0.7})
+        rundir.append_metrics(run_dir, {"epoch": 3, "val_video_acc": 0.7, "val_loss": 0.5})
     assert (run_dir / rundir.METRICS).read_text() == before
     assert sorted(path.name for path in run_dir.iterdir()) == sorted([rundir.CONFIG, rundir.META, rundir.METRICS])
     monkeypatch.undo()
-    rundir.append_metrics(run_dir, {"epoch": 3, "val_video_acc": 0.7})
+    rundir.append_metrics(run_dir, {"epoch": 3, "val_video_acc": 0.7, "val_loss": 0.5})
     assert [r["epoch"] for r in rundir.read_metrics(run_dir)] == [1, 2, 3]
 
 

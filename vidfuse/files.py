@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -66,6 +66,16 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise VidfuseError(f"{path}: not a JSON object (a {type(value).__name__})")
     return value
+
+
+def check_numbers(path: str | os.PathLike, record: dict[str, Any], keys: Iterable[str], *, writer: str,
+                  where: str = "") -> None:
+    """Raise unless each of `keys` that `record` (read from `path`) holds is a number (int or float, not bool): a
+    file that vidfuse writes, changed by a hand edit or a damaged disk, is one line naming the file, the key and its
+    value, not a TypeError where a number is used. `where` places the record in the file ("record 3: ")."""
+    for key in keys:
+        if key in record and (isinstance(record[key], bool) or not isinstance(record[key], (int, float))):
+            raise VidfuseError(f"{path}: {where}`{key}` is {record[key]!r}, not a number: not what {writer} writes")
 
 
 def read_json_lines(path: str | os.PathLike) -> list[dict[str, Any]]:

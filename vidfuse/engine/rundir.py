@@ -21,7 +21,7 @@ from typing import Any
 
 from vidfuse import config as config_lib
 from vidfuse.errors import VidfuseError
-from vidfuse.files import read_json, read_json_lines, read_text, write_text
+from vidfuse.files import check_numbers, read_json, read_json_lines, read_text, write_text
 
 CONFIG = "config.yaml"
 META = "meta.json"
@@ -56,7 +56,9 @@ def read_config(run_dir: str | os.PathLike) -> config_lib.Config:
 
 def read_meta(run_dir: str | os.PathLike) -> dict[str, Any]:
     path = Path(run_dir) / META
-    return read_json(path) if path.is_file() else {}
+    meta = read_json(path) if path.is_file() else {}
+    check_numbers(path, meta, ("parameters", "gflops"), writer="training")
+    return meta
 
 
 def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
@@ -67,6 +69,10 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     records = read_json_lines(path)
     if not all(isinstance(record.get("epoch"), int) for record in records):
         raise VidfuseError(f"{path}: a record without an integer `epoch`, not what training writes")
+    for number, record in enumerate(records, start=1):
+        check_numbers(path, record, METRIC_KEYS, writer="training", where=f"record {number}: ")
+        if "val_video_acc" in record and "val_loss" not in record:  # the two rank the epochs (val_score)
+            raise VidfuseError(f"{path}: record {number}: `val_video_acc` without `val_loss`, not what training writes")
     by_epoch = {record["epoch"]: record for record in records}
     return [by_epoch[e] for e in sorted(by_epoch)]
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 
 from vidfuse.engine import metrics, rundir
 from vidfuse.errors import VidfuseError
-from vidfuse.files import read_json, read_json_lines, write_json, write_text
+from vidfuse.files import check_numbers, read_json, read_json_lines, write_json, write_text
 from vidfuse.report.plots import confusion_figure, save_figure
 
 if TYPE_CHECKING:  # evaluate pulls in Ray, the data pipeline and the models; `report` only reads files
@@ -26,6 +26,7 @@ if TYPE_CHECKING:  # evaluate pulls in Ray, the data pipeline and the models; `r
 
 SUMMARY = "summary.json"
 PREDICTIONS = "predictions.jsonl"
+SUMMARY_NUMBERS = ("videos", "clips", "top1_acc", "top1_error", "top5_acc", "top5_error", "clip_acc", "mean_class_acc")
 PER_CLASS = "per_class.csv"
 CONFUSION = "confusion.png"
 
@@ -99,6 +100,7 @@ def read_summary(run_dir: str | os.PathLike) -> dict[str, Any] | None:
     summary = read_json(path)
     if not {"top1_error", "top5_error"} <= summary.keys():
         raise VidfuseError(f"{path}: no top1_error or top5_error, not what `test` writes: run `test` again")
+    check_numbers(path, summary, SUMMARY_NUMBERS, writer="`test`")
     return summary
 
 
