@@ -133,6 +133,9 @@ def test_a_config_file_that_is_not_text_is_one_line(tmp_path, capsys):
     assert main(["train", "--config", str(binary), "--data", "x"]) == 2
     assert capsys.readouterr().err.strip().splitlines() == [
         f"vidfuse: error: {binary}: not UTF-8 text (byte 10 is 0xa1)"]
+    assert main(["train", "--config", str(tmp_path), "--data", "x"]) == 2  # a folder given as --config
+    assert capsys.readouterr().err.strip().splitlines() == [f"vidfuse: error: config file not found: {tmp_path} "
+                                                            "(a folder)"]
 
 
 def test_a_resume_path_that_is_not_there_is_one_line(tmp_path, capsys):

@@ -274,6 +274,8 @@ def test_baseline_comparison_is_mcnemar_on_the_same_videos(tmp_path):
     assert rows["split2"]["verdict"].startswith("not comparable")
     with pytest.raises(VidfuseError, match="baseline .*untested has no test results"):
         compare_to_baseline(runs[2], [baseline])
+    with pytest.raises(VidfuseError, match=f"^{tmp_path / 'nowhere'} is not a vidfuse run folder"):
+        compare_to_baseline(tmp_path / "nowhere", [baseline])  # not "has no test results: run test" on it
 
 
 def test_report_command_prints_and_writes_table_comparison_and_curves(tmp_path, capsys):

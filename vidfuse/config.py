@@ -204,7 +204,7 @@ def load(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str
     if path:
         path = Path(path)
         if not path.is_file():
-            raise VidfuseError(f"config file not found: {path}")
+            raise VidfuseError(f"config file not found: {path}" + (" (a folder)" if path.is_dir() else ""))
         raw = read_yaml(path) or {}
         try:
             config = from_dict(raw, config)

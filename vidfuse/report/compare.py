@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from vidfuse.engine import rundir
 from vidfuse.errors import VidfuseError
 from vidfuse.report import testdir
 from vidfuse.report.stats import compare_paired
@@ -37,7 +38,7 @@ def compare_to_baseline(baseline_dir: str | os.PathLike, run_dirs: Sequence[str 
     The two runs must have scored the same test videos; otherwise (another split) the row says so instead of
     testing anything. A run not tested yet gets a row saying that too.
     """
-    baseline_dir = Path(baseline_dir)
+    baseline_dir = rundir.require_run_dir(baseline_dir)  # one that is no run folder is named as such
     baseline = testdir.read_top1_correct(baseline_dir)
     if baseline is None:
         raise VidfuseError(
