@@ -53,6 +53,8 @@ def test_unknown_key_lists_the_valid_keys_of_its_section():
     ("optim.lr=.inf", "optim.lr=inf must be a finite number"),
     ("run.cpus_per_worker=.inf", "run.cpus_per_worker=inf must be a finite number"),
     ("run.seed=-1", "run.seed=-1 must be between 0 and 4294967295"),
+    ("optim.milestones=[30, -5]", "optim.milestones=[30, -5]: each is an epoch, at least 1"),
+    ("optim.milestones=[0]", "optim.milestones=[0]: each is an epoch, at least 1"),
 ])
 def test_bad_values_are_named(override, fragment):
     with pytest.raises(VidfuseError, match=None) as err:

@@ -302,6 +302,8 @@ def validate(config: Config) -> None:
     for dotted in RANGES:
         section, key = dotted.split(".")
         _check_range(dotted, getattr(getattr(config, section), key))
+    if any(milestone < 1 for milestone in config.optim.milestones):
+        raise VidfuseError(f"optim.milestones={config.optim.milestones}: each is an epoch, at least 1")
     check_folder_name(config.run.name)
     _check_clip_bytes(config.data)
     from vidfuse.data.transforms import Augment  # torchvision: imported only when a config is checked
