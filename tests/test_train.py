@@ -15,6 +15,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -225,11 +226,18 @@ def test_existing_run_is_not_overwritten(straight_run, tiny_dataset, tmp_path, c
 
 def test_resume_refuses_a_data_set_with_other_classes(straight_run, tiny_dataset, tmp_path, capsys):
     """The checkpoint's classifier rows are the run's classes: other data would train on the wrong labels."""
-    other = tmp_path / "other.parquet"
+    from vidfuse.data.prepare import shard_paths
+
+    other = tmp_path / "other.parquet"  # the same videos under other class names, in the shards and _meta.json
     shutil.copytree(tiny_dataset.parquet, other)
     meta = json.loads((other / "_meta.json").read_text())
-    meta["labels"] = meta["labels"][::-1]
+    meta["labels"] = [f"other {name}" for name in meta["labels"]]
     (other / "_meta.json").write_text(json.dumps(meta))
+    for shard in shard_paths(other):
+        table = pq.read_table(shard)
+        names = [meta["labels"][label] for label in table["label"].to_pylist()]
+        pq.write_table(table.set_column(table.schema.get_field_index("label_name"), "label_name",
+                                        pa.array(names, type=table.schema.field("label_name").type)), shard)
     saved = (straight_run / rundir.CONFIG).read_bytes()
     code = main(["train", "--storage", str(straight_run.parent), "--name", straight_run.name, "--resume",
                  "--epochs", "6", "--data", str(other)])
