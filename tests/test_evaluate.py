@@ -88,6 +88,19 @@ def test_bad_checkpoints_and_folders_are_clear_errors(tmp_path):
         load_run_model(run_dir, str(tmp_path / "odd.pt"))
     with pytest.raises(VidfuseError, match="checkpoint not found"):
         load_run_model(run_dir, "last")
+    save_checkpoint(tmp_path / "odd.pt", {"model": model.state_dict(), "labels": ["a", "b", "c"],
+                                          "config": {"model": {"depth": "ten"}}})
+    with pytest.raises(VidfuseError, match=r"odd\.pt: the config it holds is not vidfuse's \(config key "
+                                           r"model\.depth: 'ten' is not"):
+        load_run_model(run_dir, str(tmp_path / "odd.pt"))
+    # a hand-edited config.yaml that scores other clips than the model was trained on: the same weights load
+    edited = rundir.read_config(run_dir)
+    edited.data.norm = "imagenet"
+    config_lib.save(edited, run_dir / rundir.CONFIG)
+    with pytest.raises(VidfuseError) as error:
+        load_run_model(run_dir)
+    assert str(error.value) == (f"{run_dir / 'best.pt'} was trained with data.norm='kinetics', but the run's "
+                                "config.yaml says 'imagenet': score with the config it was trained with")
     with pytest.raises(VidfuseError, match="not a vidfuse run folder"):
         load_run_model(tmp_path)
 

@@ -44,6 +44,7 @@ def load_run_model(
     config = rundir.read_config(run_dir)
     path = resolve_checkpoint(run_dir, checkpoint)
     state = load_checkpoint(path)
+    _check_trained_config(path, config, state.get("config"))
     labels = state.get("labels") or rundir.read_meta(run_dir).get("labels") or []
     if not isinstance(labels, list) or not all(isinstance(label, str) for label in labels):
         raise VidfuseError(f"{path}: its class names are no list of names ({type(labels).__name__})")
@@ -64,6 +65,31 @@ def load_run_model(
         raise VidfuseError(f"{path}: weights that are not finite ({len(not_finite)} tensors, e.g. {not_finite[0]}): "
                            "a run that diverged?")
     return model.eval(), config, labels, path
+
+
+# What shapes a model and the clips it scores: a run's config.yaml that differs from its checkpoint's config here (a
+# hand edit) would score other clips, or another normalisation, with no error from the weights
+SCORING_KEYS = (
+    "model.arch", "model.depth", "model.shortcut", "model.cardinality", "model.fusion", "model.fusion_layers",
+    "model.fusion_dim", "model.fusion_align", "data.sample_duration", "data.sample_stride", "data.sample_size",
+    "data.norm",
+)
+
+
+def _check_trained_config(path: Path, config: config_lib.Config, trained: Any) -> None:
+    """Raise unless the config the checkpoint at `path` was trained with (vidfuse's checkpoints hold it; other
+    weights files do not) agrees with the run's `config` on every SCORING_KEYS key."""
+    if trained is None:
+        return
+    try:
+        trained_keys = config_lib.flat(config_lib.from_dict(trained))
+    except VidfuseError as error:
+        raise VidfuseError(f"{path}: the config it holds is not vidfuse's ({error})") from None
+    ours = config_lib.flat(config)
+    differing = next((key for key in SCORING_KEYS if ours[key] != trained_keys[key]), None)
+    if differing is not None:
+        raise VidfuseError(f"{path} was trained with {differing}={trained_keys[differing]!r}, but the run's "
+                           f"{rundir.CONFIG} says {ours[differing]!r}: score with the config it was trained with")
 
 
 def _load_error_detail(error: Exception, limit: int = 200) -> str:
