@@ -84,7 +84,7 @@ def test_bad_checkpoints_and_folders_are_clear_errors(tmp_path):
     diverged = {name: tensor.clone() for name, tensor in model.state_dict().items()}
     diverged["fc.weight" if "fc.weight" in diverged else next(iter(diverged))].fill_(float("nan"))
     save_checkpoint(tmp_path / "odd.pt", {"model": diverged, "labels": ["a", "b", "c"]})
-    with pytest.raises(VidfuseError, match=r"odd\.pt: weights that are not finite \(1 tensors, e\.g\. "):
+    with pytest.raises(VidfuseError, match=r"odd\.pt: 1 of its weight tensors are not finite \(e\.g\. "):
         load_run_model(run_dir, str(tmp_path / "odd.pt"))
     with pytest.raises(VidfuseError, match="checkpoint not found"):
         load_run_model(run_dir, "last")

@@ -192,7 +192,7 @@ def test_bad_inputs_are_one_clear_error(tiny_dataset, tmp_path):
     with pytest.raises(VidfuseError, match="folder takes no --splits"):
         prepare_dataset(frames=tiny_dataset.frames_root, **{**base, "dataset": "folder"})
     with pytest.raises(VidfuseError, match=r"^--test-fraction \(0\.5\) is for --dataset folder only: ucf101's test "
-                                           "lists are its split files'$"):
+                                           "lists are its split files$"):
         prepare_dataset(frames=tiny_dataset.frames_root, test_fraction=0.5, **base)
     with pytest.raises(VidfuseError, match=r"^--short-side 100000 is more than 1080 pixels"):
         prepare_dataset(frames=tiny_dataset.frames_root, short_side=100000, **base)

@@ -259,8 +259,8 @@ def prepare_dataset(
     """Write the Parquet data set `out` (a folder of shards + _meta.json) for the videos the split files list.
 
     `test_fraction` is for the `folder` data set only (which has no split files; default DEFAULT_TEST_FRACTION):
-    the others' test lists are official. An existing data set at
-    `out` is replaced only with `overwrite`, and anything else there never is (see `_check_out`).
+    the others' test lists are official. An existing data set at `out` is replaced only with `overwrite`, and
+    anything else there never is (see `_check_out`).
     """
     if dataset not in DATASETS:
         raise VidfuseError(f"unknown dataset {dataset!r}; choose one of: {', '.join(DATASETS)}")
@@ -279,7 +279,7 @@ def prepare_dataset(
         raise VidfuseError(f"--dataset folder takes no --splits ({splits}): it splits the folders it finds")
     if dataset != "folder" and test_fraction is not None:
         raise VidfuseError(f"--test-fraction ({test_fraction}) is for --dataset folder only: {dataset}'s test lists "
-                           "are its split files'")
+                           "are its split files")
     kind, root = ("frames", Path(frames)) if frames is not None else ("videos", Path(videos))
     on_disk = scan_root(root, kind)
     if dataset == "folder":

@@ -62,7 +62,7 @@ def load_run_model(
     not_finite = [name for name, tensor in model.state_dict().items()
                   if tensor.is_floating_point() and not torch.isfinite(tensor).all()]
     if not_finite:  # scores of such a model are NaN or meaningless
-        raise VidfuseError(f"{path}: weights that are not finite ({len(not_finite)} tensors, e.g. {not_finite[0]}): "
+        raise VidfuseError(f"{path}: {len(not_finite)} of its weight tensors are not finite (e.g. {not_finite[0]}): "
                            "a run that diverged?")
     return model.eval(), config, labels, path
 
