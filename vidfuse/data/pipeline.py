@@ -304,15 +304,17 @@ def pick_window_jpegs(block: pa.Table, *, clips_per_batch: int, **selection: Any
         })
 
 
-def _check_subset(path: Path, split: int, subset: str) -> None:
-    """Raise unless the data set at `path` has split `split` with at least one `subset` video."""
+def _check_subset(path: Path, split: int, subset: str) -> dict:
+    """Raise unless the data set at `path` has split `split` with at least one `subset` video; its `_meta.json`."""
     if subset not in SUBSETS:
         raise VidfuseError(f"unknown subset {subset!r}; choose one of: {', '.join(SUBSETS)}")
-    counts = read_meta(path)["counts"]
+    meta = read_meta(path)
+    counts = meta["counts"]
     if f"split{split}" not in counts:
         raise VidfuseError(f"{path} has no split {split} (it has: {', '.join(counts)})")
     if not counts[f"split{split}"].get(subset):
         raise VidfuseError(f"{path}: split {split} has no {subset} videos")
+    return meta
 
 
 @contextmanager
@@ -399,19 +401,19 @@ def video_table(path: Path | str, *, split: int, subset: str) -> list[dict]:
     """`video_index, video_id, label, label_name, n_frames` of the `subset` videos of split `split` (no Ray).
     `train`, `test` and `tune` read it before any pipeline runs: a shard that does not read is an error here."""
     path = Path(path)
-    _check_subset(path, split, subset)
+    labels = _check_subset(path, split, subset)["labels"]
     columns = ["video_index", "video_id", "label", "label_name", "n_frames"]
     table = pa.concat_tables(_read_shard(shard, columns=columns, filters=[(f"split{split}", "=", subset)])
                              for shard in shard_paths(path))
     videos = table.sort_by("video_index").to_pylist()
-    _check_label_names(path, videos)
+    _check_label_names(path, videos, labels)
     return videos
 
 
-def _check_label_names(path: Path, videos: list[dict]) -> None:
-    """Raise unless every video's label (its row in the model's output) names its class as `_meta.json`'s label list
-    does: a list cut short or reordered would make training fail deep in a worker, or score against wrong names."""
-    labels = read_meta(path)["labels"]
+def _check_label_names(path: Path, videos: list[dict], labels: list[str]) -> None:
+    """Raise unless every video's label (its row in the model's output) names its class as `labels`, `_meta.json`'s
+    list, does: a list cut short or reordered would make training fail deep in a worker, or score against wrong
+    names."""
     for video in videos:
         label = video["label"]
         if not (0 <= label < len(labels) and labels[label] == video["label_name"]):

@@ -67,9 +67,9 @@ def read_metrics(run_dir: str | os.PathLike) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     records = read_json_lines(path)
-    if not all(isinstance(record.get("epoch"), int) for record in records):
-        raise VidfuseError(f"{path}: a record without an integer `epoch`, not what training writes")
     for number, record in enumerate(records, start=1):
+        if not isinstance(record.get("epoch"), int):
+            raise VidfuseError(f"{path}: a record without an integer `epoch`, not what training writes")
         check_numbers(path, record, METRIC_KEYS, writer="training", where=f"record {number}: ")
         if "val_video_acc" in record and "val_loss" not in record:  # the two rank the epochs (val_score)
             raise VidfuseError(f"{path}: record {number}: `val_video_acc` without `val_loss`, not what training writes")
