@@ -95,6 +95,19 @@ def test_preset_errors_name_the_file_and_the_line(tmp_path):
         config_lib.load(preset)
 
 
+def test_a_key_given_twice_is_refused_while_a_merge_override_is_not(tmp_path):
+    preset = tmp_path / "preset.yaml"
+    preset.write_text("optim:\n  lr: 0.1\n  weight_decay: 0.001\n  lr: 0.01\n")
+    with pytest.raises(VidfuseError, match=rf"^{preset}: not valid YAML at line 4, column 3 \(key 'lr' appears "
+                                           r"twice: lines 2 and 4\)$"):
+        config_lib.load(preset)
+    preset.write_text("model: {depth: 10}\nmodel: {depth: 34}\n")  # whole sections too
+    with pytest.raises(VidfuseError, match=r"key 'model' appears twice: lines 1 and 2"):
+        config_lib.load(preset)
+    preset.write_text("defaults: &sgd {lr: 0.1, momentum: 0.5}\noptim:\n  <<: *sgd\n  lr: 0.01\n")
+    assert config_lib.read_yaml(preset)["optim"] == {"lr": 0.01, "momentum": 0.5}
+
+
 def test_every_preset_in_configs_loads():
     from pathlib import Path
 

@@ -12,6 +12,7 @@ import dataclasses
 import math
 import os
 import typing
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -214,10 +215,41 @@ def load(path: str | os.PathLike | None = None, overrides: list[str] | tuple[str
     return config
 
 
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a mapping naming one key twice is an error: YAML's "the last one wins"
+    would drop the first value silently (an `lr:` pasted twice into a preset trains with one of them)."""
+
+
+def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    first_lines: dict[Hashable, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == MERGE_TAG:
+            continue  # `<<: *defaults` and then a key of the defaults is an override, not a repeat
+        key, line = loader.construct_object(key_node, deep=True), key_node.start_mark.line + 1
+        if not isinstance(key, Hashable):
+            continue  # construct_mapping refuses it itself
+        if key in first_lines:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice: lines {first_lines[key]} and {line}", key_node.start_mark)
+        first_lines[key] = line
+    return loader.construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_unique_mapping)
+
+
+def parse_yaml(text: str) -> Any:
+    """YAML text -> Python values, refusing a mapping that names a key twice (`_UniqueKeyLoader`)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
 def read_yaml(path: Path) -> Any:
-    """The YAML document at `path`; a syntax error is one line with its line and column."""
+    """The YAML document at `path`; a syntax error or a key given twice is one line with its line and column."""
     try:
-        return yaml.safe_load(read_text(path))
+        return parse_yaml(read_text(path))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -232,7 +264,7 @@ def apply_overrides(config: Config, overrides: list[str] | tuple[str, ...]) -> C
             raise VidfuseError(f"--set expects section.key=value, got {item!r}")
         key, text = item.split("=", 1)
         try:
-            value = yaml.safe_load(text) if text else ""
+            value = parse_yaml(text) if text else ""
         except yaml.YAMLError:
             value = text
         set_value(config, key.strip(), value)
