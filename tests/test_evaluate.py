@@ -279,6 +279,17 @@ def test_test_command_rejects_a_data_set_with_other_classes(tiny_dataset, tmp_pa
     assert exit_info.value.code == 2 and "must be a positive integer, got '0'" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("data_path, reason", [("", "data.path is empty"), ("moved", "data.path {} does not exist")])
+def test_test_command_names_a_run_config_without_its_data_set(data_path, reason, tmp_path, capsys):
+    """A hand-edited or moved `data.path` said "not a prepared data set (no _meta.json): ." (the empty path)."""
+    data_path = str(tmp_path / data_path) if data_path else ""
+    run_dir, _ = make_model_run(tmp_path, ["a", "b"], data_path=data_path)
+    assert main(["test", "--run", str(run_dir)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"vidfuse: error: {run_dir / 'config.yaml'}: {reason.format(data_path)}")
+    assert not (run_dir / "test").exists()
+
+
 def test_test_command_on_a_damaged_data_set_ends_on_one_line(damaged_dataset, tiny_dataset, ray_session, tmp_path,
                                                              capsys, ray_data_console, ray_data_logged):
     """The pipeline executes in this process, so Ray Data logs here what it meets. vidfuse's own error, a

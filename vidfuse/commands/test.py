@@ -8,10 +8,14 @@ predictions.jsonl, per_class.csv and confusion.png. Joins the cluster named by R
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
+from vidfuse import config as config_lib
 from vidfuse.data.prepare import check_same_classes
 from vidfuse.engine.evaluate import load_run_model, score_test_set
 from vidfuse.engine.ray_runtime import ensure_ray
+from vidfuse.engine.rundir import CONFIG
+from vidfuse.errors import VidfuseError
 from vidfuse.report.testdir import write_test_results
 
 
@@ -41,8 +45,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="most scorer actors (default: one per GPU, or the CPUs left after decoding)")
 
 
+def check_run_data_path(run_dir: Path, config: config_lib.Config) -> None:
+    """Raise unless the run's `data.path` (the data set whose test list `test` scores) is set and exists: one line
+    naming the run's config.yaml, where a moved data set's new place goes."""
+    if not config.data.path:
+        raise VidfuseError(f"{run_dir / CONFIG}: data.path is empty: it names the data set whose test videos are "
+                           "scored")
+    if not Path(config.data.path).exists():
+        raise VidfuseError(f"{run_dir / CONFIG}: data.path {config.data.path} does not exist (if the data set moved, "
+                           "set its new path there)")
+
+
 def run(args: argparse.Namespace) -> int:
     model, config, labels, checkpoint = load_run_model(args.run, args.checkpoint)
+    check_run_data_path(Path(args.run), config)
     check_same_classes(config.data.path, labels)
     ensure_ray(config.run.workers * config.run.cpus_per_worker)  # room for scorers beside the decoders
     scores = score_test_set(model, config, clips=args.clips, workers=args.workers)
