@@ -299,6 +299,17 @@ def test_report_command_prints_and_writes_table_comparison_and_curves(tmp_path, 
     assert not list(out.glob(".*tmp*"))  # atomic writes leave no temporary files
 
 
+def test_report_out_on_a_file_says_it_is_a_file(tmp_path, capsys):
+    """It said "<file>/results.csv: File exists", which mkdir meant of the file given as --out."""
+    run_dir = make_run(tmp_path / "runs", "one", correct=correctness(40))
+    out = tmp_path / "notes.txt"
+    out.write_text("kept")
+    assert main(["report", str(run_dir), "--out", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"vidfuse: error: {out}: a file, not a folder, so {out / 'results.csv'} cannot be written"]
+    assert out.read_text() == "kept"
+
+
 def test_curves_figure_plots_the_epoch_metrics():
     records = [{"epoch": e, "train_acc": 0.5 + 0.15 * e, "val_clip_acc": 0.4, "val_video_acc": 0.45 + 0.1 * (e == 2),
                 "train_loss": 3.0 - e, "val_loss": 2.5, "lr": 0.1 / 10 ** e} for e in (1, 2, 3)]

@@ -7,6 +7,7 @@ read all the same (edited by hand, damaged on disk, not UTF-8) is one line that 
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from collections.abc import Iterable, Iterator
@@ -26,6 +27,10 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    blocking_file = next((folder for folder in path.parents if folder.exists() and not folder.is_dir()), None)
+    if blocking_file is not None:  # mkdir would say "File exists", naming the file to write
+        raise NotADirectoryError(errno.ENOTDIR, f"a file, not a folder, so {path} cannot be written",
+                                 str(blocking_file))
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         yield tmp
