@@ -317,6 +317,58 @@ def test_missing_or_unusable_data_set_is_one_line_before_any_trial(tmp_path, cap
     assert not (tmp_path / "smoke").exists()  # no search started
 
 
+@pytest.fixture(scope="module")
+def one_split_dataset(tiny_dataset, tmp_path_factory):
+    """The tiny data set's videos prepared as a `folder` data set: split 1 only."""
+    from vidfuse.data.prepare import prepare_dataset
+
+    out = tmp_path_factory.mktemp("one-split") / "data.parquet"
+    prepare_dataset(dataset="folder", splits=None, frames=tiny_dataset.frames_root, out=out, short_side=48,
+                    workers=1, progress=False, val_fraction=0.25, test_fraction=0.25)
+    return out
+
+
+@pytest.mark.parametrize("search, error", [
+    ("data.split: {grid: [1, 2]}", "trials with data.split=2: {data} has no split 2 (it has: split1)"),
+    ("run.batch_size: {randint: [4, 64]}", "trials with run.batch_size=64: {data}: split 1 has "),
+    ("data.path: {choice: [a, b]}", "{space}: data.path cannot be searched"),
+])
+def test_the_data_set_is_checked_for_every_searched_split_and_batch_before_any_trial(search, error,
+                                                                                      one_split_dataset, tmp_path,
+                                                                                      capsys):
+    """The check judged the base config alone: a searched split the data set lacks, or a batch bigger than its train
+    list, failed only inside the trials."""
+    space = tmp_path / "space.yaml"
+    searched_key = search.split(":")[0].split(".")[1]  # no longer fixed in the space's config
+    space.write_text(SMOKE.read_text().replace("  optim.lr: {loguniform: [0.01, 0.1]}", f"  {search}")
+                     .replace(f"{searched_key}: 4, ", ""))
+    code = main(["tune", "--space", str(space), "--data", str(one_split_dataset), "--storage", str(tmp_path)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("vidfuse: error: " + error.format(data=one_split_dataset.resolve(), space=space)), err
+    assert "not one full batch" in err[0] or "batch_size" not in search
+    assert not (tmp_path / "space").exists()  # no search started
+
+
+def test_trials_on_several_splits_get_a_mean_row_and_the_best_trial_wins(tmp_path):
+    """A search over data.split: the table crashed (KeyError) on report's mean ± std row of the trials equal but
+    for their split, which no Tune trial owns."""
+    from test_report import make_run
+
+    from vidfuse.tuning import results, search
+
+    experiment = tmp_path / "exp"
+    for trial_id, split, val_accs in (("t_00000", 1, (0.4, 0.5)), ("t_00001", 2, (0.3, 0.7))):
+        make_run(search.trials_dir(experiment), trial_id, split=split, val_accs=val_accs)
+    outcomes = {trial_id: search.TrialOutcome("TERMINATED", 2) for trial_id in ("t_00000", "t_00001")}
+    rows = results.trial_rows(outcomes, experiment, max_t=2)
+    assert [(row["run"], row.get("status")) for row in rows] == [
+        ("t_00001", results.FINISHED), ("mean ± std: t_00000, t_00001", None), ("t_00000", results.FINISHED)]
+    assert rows[1]["val_video_acc"].mean == pytest.approx(0.6)  # the best epochs: 0.5 and 0.7
+    best = results.best_config(rows, storage=str(tmp_path), name="best")
+    assert (best.data.split, best.run.name) == (2, "best")
+
+
 def test_a_storage_uri_is_refused_as_train_refuses_it(tiny_dataset, tmp_path, monkeypatch, capsys):
     """Not made a local folder named `s3:` in the working directory."""
     monkeypatch.chdir(tmp_path)

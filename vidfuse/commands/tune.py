@@ -50,7 +50,11 @@ def run(args: argparse.Namespace) -> int:
     from vidfuse.tuning.space import load_space
 
     space = load_space(args.space, base=_base_config(args), overrides=args.overrides)
-    check_data(space.base)  # as `train` does: a data set or split that cannot train fails before any trial
+    for searched, trial in space.data_check_configs():  # as `train` does, for every searched split and batch
+        try:
+            check_data(trial)
+        except VidfuseError as exc:
+            raise VidfuseError(f"trials with {searched}: {exc}" if searched else str(exc)) from None
     resolve_pretrained(space.base)
     name = Path(args.space).stem if args.name is None else args.name
     config_lib.check_folder_name(name, "--name")

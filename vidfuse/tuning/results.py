@@ -29,11 +29,13 @@ class SearchOutputs:
 
 
 def trial_rows(outcomes: dict[str, TrialOutcome], experiment: Path, max_t: int) -> list[dict[str, Any]]:
-    """One row per trial, sorted like `report` (best val video accuracy first), failed trials last."""
+    """One row per trial, sorted like `report` (best val video accuracy first), failed trials last; trials equal
+    but for their split (a search over `data.split`) get `report`'s mean ± std row too."""
     run_dirs = sorted(path.parent for path in trials_dir(experiment).glob(f"*/{rundir.CONFIG}"))
     rows = results_table(run_dirs) if run_dirs else []
     for row in rows:
-        row["status"] = trial_status(outcomes[row["run"]], max_t, diverged=row["diverged"], failed=row["failed"])
+        if row["path"]:  # a trial's own row, not a mean over splits
+            row["status"] = trial_status(outcomes[row["run"]], max_t, diverged=row["diverged"], failed=row["failed"])
     failed_early = sorted(set(outcomes) - {row["run"] for row in rows})  # failed before its run folder existed
     return rows + [{"run": trial_id, "status": trial_status(outcomes[trial_id], max_t)} for trial_id in failed_early]
 
@@ -55,7 +57,7 @@ def best_config(rows: list[dict[str, Any]], storage: str, name: str) -> config_l
     run `<storage>/<name>`. A trial that diverged is left out: its settings are not safe to train again."""
     best_scores = {row["path"]: rundir.val_score(rundir.best_record(rundir.read_metrics(row["path"])))
                    for row in rows
-                   if row.get("val_video_acc") is not None and not row["diverged"]}
+                   if row.get("path") and row.get("val_video_acc") is not None and not row["diverged"]}
     if not best_scores:
         raise VidfuseError("no trial finished an epoch: no best config (see the trials' statuses and errors above)")
     config = rundir.read_config(max(best_scores, key=best_scores.get))

@@ -18,6 +18,7 @@ a distribution name or a choice fails at once with one line naming the file, not
 from __future__ import annotations
 
 import copy
+import itertools
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,9 @@ MAX_CHECKED_INTS = 64  # a randint range up to this wide has each of its values 
 RESOURCE_KEYS = ("run.workers", "run.cpus_per_worker", "run.gpus_per_worker")  # what a trial's workers reserve
 # Keys the search itself sets: the trial's run folder, and its length (asha.max_t).
 RESERVED_KEYS = ("run.name", "run.storage", "run.epochs")
+# What `driver.check_data` judges a trial's data by, besides the data set (`--data`, never searched: ASHA would
+# compare val accuracies of different data sets): every searched combination is checked before any trial runs.
+DATA_CHECK_KEYS = ("data.split", "data.val_from_test", "run.batch_size", "run.workers")
 TOP_LEVEL = ("config", "search", "asha", "max_concurrent_trials")
 
 TIME_ATTR = "epoch"  # reported by every epoch and absolute, so a resumed trial keeps its place in ASHA's rungs
@@ -74,6 +78,15 @@ class SearchSpace:
         worker): what the biggest trial may ask of the cluster."""
         largest = {key: max(args) for key, (_, args) in self.search.items() if key in RESOURCE_KEYS}
         return self.trial_config(largest)
+
+    def data_check_configs(self) -> list[tuple[str, config_lib.Config]]:
+        """(what the trials search, config) for each combination of the searched values of DATA_CHECK_KEYS:
+        every choice or grid value, and a range's two ends (the batch and worker checks only grow or shrink
+        with them). ("", base) when none is searched. For `tune` to check the data set as every trial sees it."""
+        searched = {key: args if kind in ("choice", "grid") else [args[0], args[-1]]
+                    for key, (kind, args) in self.search.items() if key in DATA_CHECK_KEYS}
+        return [(", ".join(f"{key}={value}" for key, value in params.items()), self.trial_config(params))
+                for params in (dict(zip(searched, values)) for values in itertools.product(*searched.values()))]
 
     def trial_config(self, params: dict[str, Any]) -> config_lib.Config:
         """The config of one trial: `base` with the trial's sampled values."""
@@ -129,6 +142,9 @@ def load_space(path: str | os.PathLike, base: config_lib.Config | None = None,
             raise VidfuseError(f"{path}: search key {key!r} is not a config key like optim.lr")
         if key in fixed_keys:
             raise VidfuseError(f"{path}: {key} is both searched and fixed (config: or --set); keep one")
+        if key == "data.path":
+            raise VidfuseError(f"{path}: data.path cannot be searched: a search compares trials on one data set "
+                               "(--data); run one search per data set")
         search[key] = _parse_distribution(path, config, key, spec)
     return SearchSpace(path=path, base=config, search=search, asha=asha, max_concurrent_trials=max_concurrent)
 
