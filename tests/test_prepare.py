@@ -14,6 +14,7 @@ from PIL import Image
 
 from vidfuse.cli import main
 from vidfuse.data import prepare as prepare_module
+from vidfuse.data.pipeline import video_table
 from vidfuse.data.prepare import prepare_dataset, read_meta
 from vidfuse.errors import VidfuseError
 
@@ -247,6 +248,9 @@ def test_cli_prepare(tiny_dataset, tmp_path, capsys):
     assert "wrote 24 videos" in printed and len(_rows(out)) == 24 and "warning" not in printed
     assert main([*args, "--splits", str(tiny_dataset.splits_dir), "--overwrite", "--val-fraction", "0"]) == 0
     assert "warning: split1 has no val videos" in capsys.readouterr().out
+    with pytest.raises(VidfuseError, match=r"split 1 has no val videos \(prepare it again with a larger "
+                                           r"--val-fraction, or .*--set data.val_from_test=true\)$"):
+        video_table(out, split=1, subset="val")
     assert main([*args, "--splits", str(tmp_path / "missing")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "missing" in err[0]

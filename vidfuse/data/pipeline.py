@@ -304,6 +304,13 @@ def pick_window_jpegs(block: pa.Table, *, clips_per_batch: int, **selection: Any
         })
 
 
+# What to do about an empty subset: val is carved out of the training list by `prepare` (splits.py)
+NO_VIDEOS_HINTS = {
+    "val": " (prepare it again with a larger --val-fraction, or validate on the test list: "
+           "--set data.val_from_test=true)",
+}
+
+
 def _check_subset(path: Path, split: int, subset: str) -> dict:
     """Raise unless the data set at `path` has split `split` with at least one `subset` video; its `_meta.json`."""
     if subset not in SUBSETS:
@@ -313,7 +320,7 @@ def _check_subset(path: Path, split: int, subset: str) -> dict:
     if f"split{split}" not in counts:
         raise VidfuseError(f"{path} has no split {split} (it has: {', '.join(counts)})")
     if not counts[f"split{split}"].get(subset):
-        raise VidfuseError(f"{path}: split {split} has no {subset} videos")
+        raise VidfuseError(f"{path}: split {split} has no {subset} videos" + NO_VIDEOS_HINTS.get(subset, ""))
     return meta
 
 
