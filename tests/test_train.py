@@ -279,6 +279,38 @@ def test_gpus_the_local_ray_lacks_fail_before_the_run_folder(ray_session, tiny_d
     assert not (tmp_path / "gpu").exists()
 
 
+def test_a_cluster_that_lacks_a_runs_cpus_or_gpus_now_gets_a_warning(ray_session, capsys, monkeypatch):
+    """A joined cluster may add nodes, so it is no error; but on one of fixed size a `tune` trial waited for ever
+    for its decoder's CPU (0.25 driver + 1 worker + 1 decoder on a 2-CPU head), with one Ray Data log line."""
+    from vidfuse.engine.driver import check_resources
+
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:6379")  # as under `ray job submit`: the session's Ray has 4 CPUs
+    config = config_lib.load(overrides=["run.workers=3", "run.gpus_per_worker=0"])
+    check_resources(config)  # 3 workers + 1 decoder
+    assert capsys.readouterr().err == ""
+    check_resources(config, driver_cpus=0.25)
+    assert capsys.readouterr().err.strip() == (
+        "warning: a run of run.workers=3 and one decoder needs 4.25 CPUs (it has 4) of the cluster: it waits until "
+        "the cluster adds nodes, for ever on a cluster of fixed size")
+    config_lib.set_value(config, "run.gpus_per_worker", 1)
+    check_resources(config)
+    assert "needs 3 GPUs (it has 0) of the cluster" in capsys.readouterr().err
+
+
+def test_a_relative_storage_in_a_ray_job_is_refused(tiny_dataset, tmp_path, capsys, monkeypatch):
+    """In a job the working directory is Ray's temporary copy of --working-dir: the run folder went there."""
+    from vidfuse.engine.ray_runtime import RAY_JOB_ENV
+
+    monkeypatch.setenv(RAY_JOB_ENV, "{}")
+    monkeypatch.chdir(tmp_path)
+    code = main(["train", "--data", str(tiny_dataset.parquet), "--storage", "runs", "--name", "job"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and err == ["vidfuse: error: run.storage=runs is a relative path, which in a Ray job is inside "
+                                 "the job's temporary copy of --working-dir: pass --storage an absolute path on a "
+                                 "file system every node mounts (NFS)"]
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_a_failed_run_names_the_workers_own_error():
     from ray.exceptions import RayTaskError
     from ray.train import ControllerError, WorkerGroupError

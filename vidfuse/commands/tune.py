@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from vidfuse import config as config_lib
+from vidfuse.engine.ray_runtime import check_storage_in_job
 from vidfuse.errors import VidfuseError
 
 
@@ -40,6 +41,7 @@ def _base_config(args: argparse.Namespace) -> config_lib.Config:
     config_lib.set_value(base, "data.split", args.split)
     config_lib.set_value(base, "run.storage", args.storage)
     config_lib.validate(base)  # as `train` does: a URI is refused before it would be made a local path below
+    check_storage_in_job(args.storage)
     config_lib.set_value(base, "run.storage", str(Path(args.storage).resolve()))
     return base
 

@@ -9,6 +9,7 @@ line naming the file or value. `build_trainer` is also what each Tune trial runs
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -18,12 +19,12 @@ import torch
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from vidfuse import config as config_lib
-from vidfuse.data.pipeline import clip_dataset, continue_draws, video_table
+from vidfuse.data.pipeline import DECODER_CPUS, clip_dataset, continue_draws, video_table
 from vidfuse.data.prepare import check_same_classes, read_meta
 from vidfuse.data.transforms import Augment
 from vidfuse.engine import rundir
 from vidfuse.engine.ray_console import TRAIN_CONSOLE_LOG_LEVEL
-from vidfuse.engine.ray_runtime import ensure_ray
+from vidfuse.engine.ray_runtime import check_storage_in_job, ensure_ray
 from vidfuse.engine.train_loop import steps_per_epoch, train_loop_per_worker, worker_batch_size
 from vidfuse.errors import VidfuseError, first_line, root_cause
 from vidfuse.files import read_text, write_json, write_text
@@ -120,19 +121,31 @@ def _describe_model(config: config_lib.Config) -> dict[str, Any]:
     }
 
 
-def check_local_resources(config: config_lib.Config) -> None:
-    """On a local Ray (no RAY_ADDRESS), the CPUs and GPUs it sees are all there will be: asking for more would
-    wait forever for the workers to be placed. (A cluster may add nodes on demand, so it is not checked.)"""
-    if os.environ.get("RAY_ADDRESS"):
+def check_resources(config: config_lib.Config, *, driver_cpus: float = 0.0) -> None:
+    """What the run's workers (plus `driver_cpus`, a Tune trial's own) and one decoder ask of Ray, against what it
+    has now. A local Ray (no RAY_ADDRESS) has all it will ever have: asking for more would wait forever for the
+    workers to be placed, so it is an error. A cluster may add nodes on demand, so there it is a warning: on one
+    of fixed size the run would wait without end (Ray Data's only word on it is a log line)."""
+    run = config.run
+    if not os.environ.get("RAY_ADDRESS"):
+        available = ray.cluster_resources()
+        for resource, key, per_worker in (("GPU", "run.gpus_per_worker", run.gpus_per_worker),
+                                          ("CPU", "run.cpus_per_worker", run.cpus_per_worker)):
+            need, have = run.workers * per_worker, available.get(resource, 0)
+            if need > have:
+                raise VidfuseError(
+                    f"run.workers={run.workers} x {key}={per_worker:g} needs {need:g} {resource}s but the local "
+                    f"Ray has {have:g}: ask for fewer, or submit to a cluster (ray job submit, see docs/cluster.md)")
         return
     available = ray.cluster_resources()
-    for resource, key, per_worker in (("GPU", "run.gpus_per_worker", config.run.gpus_per_worker),
-                                      ("CPU", "run.cpus_per_worker", config.run.cpus_per_worker)):
-        need, have = config.run.workers * per_worker, available.get(resource, 0)
-        if need > have:
-            raise VidfuseError(
-                f"run.workers={config.run.workers} x {key}={per_worker:g} needs {need:g} {resource}s but the local "
-                f"Ray has {have:g}: ask for fewer, or submit to a cluster (ray job submit, see docs/cluster.md)")
+    cpus = run.workers * run.cpus_per_worker + driver_cpus + DECODER_CPUS
+    gpus = run.workers * run.gpus_per_worker
+    short = [f"{need:g} {name}s (it has {available.get(name, 0):g})"
+             for name, need in (("CPU", cpus), ("GPU", gpus)) if need > available.get(name, 0)]
+    if short:
+        print(f"warning: a run of run.workers={run.workers} and one decoder needs {' and '.join(short)} of the "
+              "cluster: it waits until the cluster adds nodes, for ever on a cluster of fixed size",
+              file=sys.stderr)
 
 
 def failure_reason(error: Exception) -> str:
@@ -174,6 +187,7 @@ def build_trainer(config: config_lib.Config, *, callbacks: Sequence[Any] = (), r
     With `resume=True` the trainer continues from the run's latest checkpoint when there is one (Train V2 resumes
     a run by name), on a data set with the run's classes.
     """
+    check_storage_in_job(config.run.storage)
     run_dir = rundir.run_dir_of(config)
     if not resume and not _free_for_a_new_run(run_dir):
         raise VidfuseError(f"run folder {run_dir} already exists: pass --resume to continue it, or another --name")
@@ -185,7 +199,7 @@ def build_trainer(config: config_lib.Config, *, callbacks: Sequence[Any] = (), r
         check_same_classes(config.data.path, trained_labels)
     model_info = _describe_model(config)
     ensure_ray(config.run.workers * config.run.cpus_per_worker)  # after the checks: bad input starts no Ray
-    check_local_resources(config)
+    check_resources(config)
     run_dir.mkdir(parents=True, exist_ok=True)
     config_lib.save(config, run_dir / rundir.CONFIG)
     write_json(run_dir / rundir.META, {

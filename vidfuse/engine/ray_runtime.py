@@ -39,6 +39,7 @@ DATA_CPUS = 2  # logical CPUs kept free for Ray Data's Parquet reads and decoder
 JOB_ENV_VARS = {**DECODER_ENV_VARS, "RAY_TRAIN_ENABLE_PRINT_PATCH": "0"}
 JOB_RUNTIME_ENV = {"env_vars": JOB_ENV_VARS, "worker_process_setup_hook": JOB_SETUP_HOOK}
 LOCAL_ENV_VARS = {"RAY_TRAIN_HEALTH_CHECK_INTERVAL_S": "0.5"}  # see the module docstring
+RAY_JOB_ENV = "RAY_JOB_CONFIG_JSON_ENV_VAR"  # set by Ray's job supervisor for a job's entrypoint command
 _connected_here = False  # whether `ensure_ray` started or joined the Ray this process uses
 
 
@@ -73,6 +74,16 @@ def join_cluster() -> None:
         raise VidfuseError(f"the job's runtime env (ray job submit --runtime-env-json) sets what vidfuse sets for its "
                            f"workers ({own}): leave those out, or set RAY_OVERRIDE_JOB_RUNTIME_ENV=1 to keep "
                            "vidfuse's (docs/cluster.md)") from None
+
+
+def check_storage_in_job(storage: str) -> None:
+    """Raise if this process is a `ray job submit` entrypoint (Ray sets RAY_JOB_ENV for it) and `storage` is
+    relative: the job runs in Ray's temporary copy of the submitted --working-dir, so the run folder would land
+    there and go with the cluster's session (the job still SUCCEEDED)."""
+    if RAY_JOB_ENV in os.environ and not os.path.isabs(storage):
+        raise VidfuseError(f"run.storage={storage} is a relative path, which in a Ray job is inside the job's "
+                           "temporary copy of --working-dir: pass --storage an absolute path on a file system "
+                           "every node mounts (NFS)")
 
 
 def ensure_ray(training_cpus: float) -> None:

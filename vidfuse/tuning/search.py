@@ -98,9 +98,9 @@ def run_search(space: SearchSpace, experiment: str | os.PathLike, *, samples: in
     if samples < 1:
         raise VidfuseError(f"--samples={samples} must be at least 1")
     ensure_ray(space)
-    from vidfuse.engine.driver import check_local_resources  # torch: only once the inputs are checked
+    from vidfuse.engine.driver import check_resources  # torch: only once the inputs are checked
 
-    check_local_resources(space.largest_trial())  # a local Ray has no more than it sees now
+    check_resources(space.largest_trial(), driver_cpus=TRIAL_DRIVER_CPU)
     trainable = _trainable(space, experiment)
     if resume:
         # Errored trials run again too: their Train runs continue from their last checkpoints (and find their data
