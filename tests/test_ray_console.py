@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import traceback
+import warnings
 
 import pytest
 from ray.data.exceptions import UserCodeException
@@ -164,6 +165,22 @@ def test_ray_cores_console_drops_own_errors_for_tune(record_factory):
 
     assert not shown(_remote(_raised(VidfuseError(DAMAGED))))
     assert shown(_remote(_raised(ValueError("bug"))))
+
+
+def test_ray_trains_own_deprecated_data_option_warns_no_more(record_factory):
+    """Ray Train's default ingest options set `exclude_resources` in every run's DatasetManager: two lines of a
+    RayDeprecationWarning with its source line, on the console of every run. Other warnings stay."""
+    from ray.train import DataConfig
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        DataConfig.default_ingest_options()
+        assert [str(w.message) for w in caught if "exclude_resources" in str(w.message)]  # what it does without
+        caught.clear()
+        quiet_ray_console()
+        DataConfig.default_ingest_options()
+        warnings.warn("another deprecation", DeprecationWarning)
+    assert [str(w.message) for w in caught] == ["another deprecation"]
 
 
 def test_train_workers_console_drops_own_errors(record_factory):

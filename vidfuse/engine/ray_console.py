@@ -24,6 +24,10 @@ writes it, and the driver prints it with the process's other output. `skip_ray_w
 RAY_DEDUP_LOGS_SKIP_REGEX, the lines the driver drops from that stream; Ray reads it when it is imported, so the
 command line calls it first.
 
+Ray Train's own data setup sets the deprecated `ExecutionOptions.exclude_resources` (DataConfig's default ingest
+options, ray/train/_internal/data_config.py), which warns with its source line in every run's DatasetManager:
+`quiet_ray_console` ignores that one warning (RAY_INTERNAL_DEPRECATION), which no vidfuse user can act on.
+
 This module is the setup hook, imported by every worker process: it imports nothing heavy.
 """
 
@@ -33,6 +37,7 @@ import importlib.util
 import logging
 import os
 import sys
+import warnings
 from typing import Any
 
 from vidfuse.errors import FAILED_SHARD_READ, VidfuseError, own_error
@@ -51,6 +56,7 @@ TRAIN_REPORT_LOGGER_MODULE = "ray.train.v2._internal.execution.context"
 TRAIN_CONSOLE_HANDLER = "console"  # the name of Ray Train's console handler in its logging config
 RAY_DATA_LOGGER = "ray.data"  # Ray Data logs through this logger and its children
 SKIPPED_WORKER_LINES = r"has constructor arguments in the object store and max_restarts > 0"  # see the docstring
+RAY_INTERNAL_DEPRECATION = r"`ExecutionOptions\.exclude_resources` is deprecated"  # see the docstring
 PROGRESS_BARS_OFF = "Progress bars disabled"  # how Ray Data's warning about switched-off progress bars begins
 
 
@@ -81,7 +87,7 @@ def ray_data_notice(record: logging.LogRecord) -> bool:
 def quiet_ray_console() -> None:
     """From now on in this process, mark every log record that `carries_own_error` or is a `ray_data_notice` hidden,
     and let Ray core's console handler (the `ray` logger's, which prints Ray Tune's messages) drop hidden records, as
-    Ray Data's does."""
+    Ray Data's does; and ignore Ray Train's RAY_INTERNAL_DEPRECATION warning."""
     make_record = logging.getLogRecordFactory()
     if not getattr(make_record, "quiets_ray_console", False):
 
@@ -95,6 +101,7 @@ def quiet_ray_console() -> None:
         logging.setLogRecordFactory(make_record_quieting_ray)
     for handler in logging.getLogger("ray").handlers:
         _drop_hidden(handler)
+    warnings.filterwarnings("ignore", message=RAY_INTERNAL_DEPRECATION)
 
 
 def not_hidden(record: logging.LogRecord) -> bool:
