@@ -88,6 +88,8 @@ def test_rows_hold_the_runs_numbers_sorted_by_test_error(tmp_path):
     assert (best["architecture"], best["head"], best["fusion_layers"], best["frames"]) == \
         ("resnet-10", "hbp", "layer3+layer4", 8)
     assert best["config"] == "optim.lr=0.01"  # the one setting that differs between the runs
+    gap = make_run(tmp_path, "gap", overrides=("model.fusion=gap", "model.fusion_layers=[layer4, layer2]"))
+    assert results_table([gap])[0]["fusion_layers"] == "layer4"  # what a gap head reads, not its config's list
 
     assert rows[2]["test_top1_error"] is None and rows[2]["val_video_acc"] == 0.9
     table = markdown_table(rows).splitlines()

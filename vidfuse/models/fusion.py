@@ -21,6 +21,7 @@ Bilinear heads combine every pair of distinct blocks (or one block with itself) 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar
 
 import torch
@@ -28,6 +29,7 @@ from torch import nn
 
 from vidfuse.errors import VidfuseError
 from vidfuse.models.pooling import ALIGNMENTS, align_grid, block_pairs, full_precision, global_pool, normalized_concat
+from vidfuse.models.resnet3d import STAGES
 from vidfuse.models.sketch import TensorSketch
 
 
@@ -214,6 +216,14 @@ HEADS: dict[str, type[FusionHead]] = {
     "factorized": FactorizedHead,
     "compact": CompactHead,
 }
+
+
+def layers_read(fusion: str, fusion_layers: Sequence[str]) -> list[str]:
+    """The blocks that the head `fusion` reads of `fusion_layers`, in backbone order: all of them, or for a head
+    that `reads_deepest_only` (gap) the deepest. An unknown head reads them all here (`build_head` refuses it)."""
+    ordered = [name for name in STAGES if name in fusion_layers]
+    head = HEADS.get(fusion)
+    return ordered[-1:] if head is not None and head.reads_deepest_only else ordered
 
 
 def build_head(

@@ -20,6 +20,7 @@ from typing import Any
 from vidfuse import config as config_lib
 from vidfuse.engine.rundir import best_record
 from vidfuse.files import write_text
+from vidfuse.models.fusion import layers_read
 from vidfuse.report.runs import RunRecord, find_run_dirs, read_run
 from vidfuse.report.stats import mean_std
 
@@ -107,7 +108,7 @@ def run_row(run: RunRecord) -> dict[str, Any]:
         "run": run.name,
         "architecture": f"{model.arch}-{model.depth}",
         "head": model.fusion,
-        "fusion_layers": "+".join(model.fusion_layers),
+        "fusion_layers": "+".join(layers_read(model.fusion, model.fusion_layers)),  # gap: the deepest only
         "frames": run.config.data.sample_duration,
         "split": run.config.data.split,
         "epochs": len(run.metrics),
