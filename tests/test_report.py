@@ -300,6 +300,12 @@ def test_report_command_prints_and_writes_table_comparison_and_curves(tmp_path, 
         assert f"curves: {run_dir / 'curves.png'}" in printed
     assert not list(out.glob(".*tmp*"))  # atomic writes leave no temporary files
 
+    # runs that hold the baseline alone: a sentence, not an empty comparison table
+    assert main(["report", str(baseline), "--baseline", str(baseline), "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "Against the baseline baseline: the runs given hold no other run to compare with it." in printed
+    assert "McNemar" not in printed and "McNemar" not in (out / "results.md").read_text()
+
 
 def test_report_out_on_a_file_says_it_is_a_file(tmp_path, capsys):
     """It said "<file>/results.csv: File exists", which mkdir meant of the file given as --out."""

@@ -50,8 +50,10 @@ def run(args: argparse.Namespace) -> int:
     comparison = ""
     if args.baseline:
         comparisons = compare_to_baseline(args.baseline, run_dirs)
-        comparison = (f"\nAgainst the baseline {Path(args.baseline).name} (paired, same test videos):\n\n"
-                      + markdown_table(comparisons, COMPARISON_COLUMNS) + "\n" + comparison_sentences(comparisons))
+        against = f"\nAgainst the baseline {Path(args.baseline).name}"
+        comparison = (f"{against} (paired, same test videos):\n\n" + markdown_table(comparisons, COMPARISON_COLUMNS)
+                      + "\n" + comparison_sentences(comparisons) if comparisons
+                      else f"{against}: the runs given hold no other run to compare with it.\n")
     csv_path, md_path = write_tables(rows, args.out, markdown_extra=comparison)
     print(markdown_table(rows) + comparison)
     print(f"table: {md_path}  {csv_path}")
