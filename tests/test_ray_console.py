@@ -166,6 +166,14 @@ def test_ray_cores_console_drops_own_errors_for_tune(record_factory):
     assert not shown(_remote(_raised(VidfuseError(DAMAGED))))
     assert shown(_remote(_raised(ValueError("bug"))))
 
+    tune_tune = logging.getLogger("ray.tune.tune")  # Python a command-line user cannot run; vidfuse says --resume
+    restore_hint = tune_tune.makeRecord(tune_tune.name, logging.WARNING, __file__, 1, "Experiment has been "
+                                        "interrupted, but the most recent state was saved.\nResume experiment with: "
+                                        "Tuner.restore(path=\"/x/smoke\", trainable=...)", None, None)
+    assert not all(handler.filter(restore_hint) for handler in handlers)
+    other = tune_tune.makeRecord(tune_tune.name, logging.WARNING, __file__, 1, "Trial t_00001 failed", None, None)
+    assert all(handler.filter(other) for handler in handlers)
+
 
 def test_ray_trains_own_deprecated_data_option_warns_no_more(record_factory):
     """Ray Train's default ingest options set `exclude_resources` in every run's DatasetManager: two lines of a

@@ -24,6 +24,9 @@ writes it, and the driver prints it with the process's other output. `skip_ray_w
 RAY_DEDUP_LOGS_SKIP_REGEX, the lines the driver drops from that stream; Ray reads it when it is imported, so the
 command line calls it first.
 
+When a search is interrupted, Ray Tune logs how to resume it in Python ("Resume experiment with:
+Tuner.restore(...)"); `tune` says how to resume it on the command line, so that record is hidden too.
+
 Ray Train's own data setup sets the deprecated `ExecutionOptions.exclude_resources` (DataConfig's default ingest
 options, ray/train/_internal/data_config.py), which warns with its source line in every run's DatasetManager:
 `quiet_ray_console` ignores that one warning (RAY_INTERNAL_DEPRECATION), which no vidfuse user can act on.
@@ -57,6 +60,7 @@ TRAIN_CONSOLE_HANDLER = "console"  # the name of Ray Train's console handler in 
 RAY_DATA_LOGGER = "ray.data"  # Ray Data logs through this logger and its children
 SKIPPED_WORKER_LINES = r"has constructor arguments in the object store and max_restarts > 0"  # see the docstring
 RAY_INTERNAL_DEPRECATION = r"`ExecutionOptions\.exclude_resources` is deprecated"  # see the docstring
+TUNE_LOGGER, TUNE_INTERRUPTED = "ray.tune.tune", "Experiment has been interrupted"  # see tune_restore_hint
 PROGRESS_BARS_OFF = "Progress bars disabled"  # how Ray Data's warning about switched-off progress bars begins
 
 
@@ -84,16 +88,23 @@ def ray_data_notice(record: logging.LogRecord) -> bool:
     return record.levelno < logging.WARNING or str(record.msg).startswith(PROGRESS_BARS_OFF)
 
 
+def tune_restore_hint(record: logging.LogRecord) -> bool:
+    """Whether a record is Ray Tune's "Experiment has been interrupted ... Resume experiment with: Tuner.restore(
+    path=..., trainable=...)", Python that a command-line user cannot run: `tune` prints its own line instead
+    (continue with the same command and --resume)."""
+    return record.name == TUNE_LOGGER and str(record.msg).startswith(TUNE_INTERRUPTED)
+
+
 def quiet_ray_console() -> None:
-    """From now on in this process, mark every log record that `carries_own_error` or is a `ray_data_notice` hidden,
-    and let Ray core's console handler (the `ray` logger's, which prints Ray Tune's messages) drop hidden records, as
-    Ray Data's does; and ignore Ray Train's RAY_INTERNAL_DEPRECATION warning."""
+    """From now on in this process, mark every log record that `carries_own_error`, is a `ray_data_notice` or is
+    the `tune_restore_hint` hidden, and let Ray core's console handler (the `ray` logger's, which prints Ray Tune's
+    messages) drop hidden records, as Ray Data's does; and ignore Ray Train's RAY_INTERNAL_DEPRECATION warning."""
     make_record = logging.getLogRecordFactory()
     if not getattr(make_record, "quiets_ray_console", False):
 
         def make_record_quieting_ray(*args: Any, **kwargs: Any) -> logging.LogRecord:
             record = make_record(*args, **kwargs)
-            if carries_own_error(record) or ray_data_notice(record):
+            if carries_own_error(record) or ray_data_notice(record) or tune_restore_hint(record):
                 setattr(record, HIDDEN, True)
             return record
 
