@@ -350,6 +350,17 @@ def test_the_data_set_is_checked_for_every_searched_split_and_batch_before_any_t
     assert not (tmp_path / "space").exists()  # no search started
 
 
+def test_split_flag_and_a_searched_split_are_refused_together(tiny_dataset, tmp_path, capsys):
+    """--split was set into the base config and the searched data.split overrode it, silently."""
+    space = tmp_path / "space.yaml"
+    space.write_text(SMOKE.read_text().replace("  optim.lr: {loguniform: [0.01, 0.1]}", "  data.split: {grid: [1, 2]}"))
+    argv = ["tune", "--space", str(space), "--data", str(tiny_dataset.parquet), "--storage", str(tmp_path)]
+    assert main(argv + ["--split", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"vidfuse: error: --split 2 fixes the split that {space} searches (data.split): keep one"]
+    assert not (tmp_path / "space").exists()
+
+
 def test_trials_on_several_splits_get_a_mean_row_and_the_best_trial_wins(tmp_path):
     """A search over data.split: the table crashed (KeyError) on report's mean ± std row of the trials equal but
     for their split, which no Tune trial owns."""

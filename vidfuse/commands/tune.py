@@ -21,7 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data", required=True, help="prepared data set (DATA.parquet from `launch.py prepare`)")
     parser.add_argument("--samples", type=int, default=1,
                         help="draws of the space; each `grid` entry multiplies them (default 1)")
-    parser.add_argument("--split", type=int, default=1, help="official split: 1, 2 or 3 (default 1)")
+    parser.add_argument("--split", type=int, default=None,
+                        help="official split: 1, 2 or 3 (default: the config's, 1 unless a preset says otherwise)")
     parser.add_argument("--config", help="preset YAML the trials start from, before the space's own config")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key of every trial (not a searched one), repeatable")
@@ -38,7 +39,8 @@ def _base_config(args: argparse.Namespace) -> config_lib.Config:
         raise VidfuseError(f"data set not found: {data}")
     base = config_lib.load(args.config)
     config_lib.set_value(base, "data.path", str(data.resolve()))
-    config_lib.set_value(base, "data.split", args.split)
+    if args.split is not None:
+        config_lib.set_value(base, "data.split", args.split)
     config_lib.set_value(base, "run.storage", args.storage)
     config_lib.validate(base)  # as `train` does: a URI is refused before it would be made a local path below
     check_storage_in_job(args.storage)
@@ -52,6 +54,8 @@ def run(args: argparse.Namespace) -> int:
     from vidfuse.tuning.space import load_space
 
     space = load_space(args.space, base=_base_config(args), overrides=args.overrides)
+    if args.split is not None and "data.split" in space.search:
+        raise VidfuseError(f"--split {args.split} fixes the split that {args.space} searches (data.split): keep one")
     for searched, trial in space.data_check_configs():  # as `train` does, for every searched split and batch
         try:
             check_data(trial)
