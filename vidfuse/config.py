@@ -224,6 +224,7 @@ class _UniqueKeyLoader(yaml.SafeLoader):
 
 
 def _construct_unique_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict:
+    """SafeLoader's mapping, after checking that no key of the mapping's own is written twice."""
     first_lines: dict[Hashable, int] = {}
     for key_node, _ in node.value:
         if key_node.tag == MERGE_TAG:

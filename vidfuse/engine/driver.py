@@ -126,9 +126,8 @@ def check_resources(config: config_lib.Config, *, driver_cpus: float = 0.0) -> N
     has now. A local Ray (no RAY_ADDRESS) has all it will ever have: asking for more would wait forever for the
     workers to be placed, so it is an error. A cluster may add nodes on demand, so there it is a warning: on one
     of fixed size the run would wait without end (Ray Data's only word on it is a log line)."""
-    run = config.run
+    run, available = config.run, ray.cluster_resources()
     if not os.environ.get("RAY_ADDRESS"):
-        available = ray.cluster_resources()
         for resource, key, per_worker in (("GPU", "run.gpus_per_worker", run.gpus_per_worker),
                                           ("CPU", "run.cpus_per_worker", run.cpus_per_worker)):
             need, have = run.workers * per_worker, available.get(resource, 0)
@@ -137,7 +136,6 @@ def check_resources(config: config_lib.Config, *, driver_cpus: float = 0.0) -> N
                     f"run.workers={run.workers} x {key}={per_worker:g} needs {need:g} {resource}s but the local "
                     f"Ray has {have:g}: ask for fewer, or submit to a cluster (ray job submit, see docs/cluster.md)")
         return
-    available = ray.cluster_resources()
     cpus = run.workers * run.cpus_per_worker + driver_cpus + DECODER_CPUS
     gpus = run.workers * run.gpus_per_worker
     short = [f"{need:g} {name}s (it has {available.get(name, 0):g})"
