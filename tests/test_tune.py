@@ -361,6 +361,38 @@ def test_split_flag_and_a_searched_split_are_refused_together(tiny_dataset, tmp_
     assert not (tmp_path / "space").exists()
 
 
+def test_asha_keeps_its_rungs_across_a_restored_search(tmp_path):
+    """Tune pickles the scheduler with the Tuner when the search starts and gives that one back on restore: the
+    scores reported before the interruption were lost, so a trial behind them was no longer stopped."""
+    import pickle
+    from types import SimpleNamespace
+
+    from ray.tune.schedulers import TrialScheduler
+
+    from vidfuse.tuning.asha import ResumableASHA
+
+    def fresh() -> ResumableASHA:
+        return ResumableASHA(state_path=tmp_path / "asha_state.pkl", time_attr="epoch", max_t=4, grace_period=1,
+                             reduction_factor=2, metric="val_score", mode="max")
+
+    as_started = pickle.dumps(fresh())  # what Tuner.restore unpickles
+    trials = [SimpleNamespace(trial_id=f"t_0000{i}") for i in range(3)]
+    asha = fresh()
+    for trial, score in zip(trials[:2], (0.9, 0.8)):
+        asha.on_trial_add(None, trial)
+        asha.on_trial_result(None, trial, {"epoch": 1, "val_score": score})
+    # the search stops here; the restored one gets the scheduler as it started, then a trial that is behind
+    restored = pickle.loads(as_started)
+    for trial in trials:
+        restored.on_trial_add(None, trial)
+    assert restored.on_trial_result(None, trials[2], {"epoch": 1, "val_score": 0.5}) == TrialScheduler.STOP
+    assert restored.on_trial_result(None, trials[0], {"epoch": 2, "val_score": 0.95}) == TrialScheduler.CONTINUE
+    unsaved = pickle.loads(as_started)
+    unsaved._state_path = str(tmp_path / "none.pkl")  # as plain ASHA did: the behind trial went on
+    unsaved.on_trial_add(None, trials[2])
+    assert unsaved.on_trial_result(None, trials[2], {"epoch": 1, "val_score": 0.5}) == TrialScheduler.CONTINUE
+
+
 def test_trials_on_several_splits_get_a_mean_row_and_the_best_trial_wins(tmp_path):
     """A search over data.split: the table crashed (KeyError) on report's mean ± std row of the trials equal but
     for their split, which no Tune trial owns."""

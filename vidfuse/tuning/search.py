@@ -8,6 +8,7 @@ Experiment folder `<storage>/<name>/`:
     trials/<trial_id>/   one vidfuse run folder per trial (config.yaml, metrics.jsonl, best.pt, ...)
     <trial_id>/          Tune's own record of the trial (params.json, result.json)
     trials.md trials.csv best.yaml      written by `results` when the search ends
+    asha_state.pkl       ASHA's rungs, for `--resume` (`asha.ResumableASHA`)
 
 Trial ids are kept by `Tuner.restore`, and a trial's run folder is named by its id, so a trial that was running
 when the search stopped resumes its Train run from the last checkpoint instead of starting again.
@@ -23,13 +24,13 @@ from typing import Any
 from ray import tune
 from ray.tune.experiment import Trial
 from ray.tune.integration.ray_train import TuneReportCallback
-from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search.basic_variant import BasicVariantGenerator
 
 from vidfuse.config import Config
 from vidfuse.engine import rundir
 from vidfuse.engine.ray_runtime import ensure_ray as start_ray
 from vidfuse.errors import VidfuseError
+from vidfuse.tuning.asha import STATE_FILE, ResumableASHA
 from vidfuse.tuning.space import TIME_ATTR, SearchSpace
 
 TRIALS = "trials"  # sub-folder of the experiment that holds the trials' run folders
@@ -116,8 +117,8 @@ def run_search(space: SearchSpace, experiment: str | os.PathLike, *, samples: in
         tune_config=tune.TuneConfig(
             metric=rundir.VAL_SCORE,
             mode="max",
-            scheduler=ASHAScheduler(time_attr=TIME_ATTR, max_t=asha.max_t, grace_period=asha.grace_period,
-                                    reduction_factor=asha.reduction_factor),
+            scheduler=ResumableASHA(state_path=experiment / STATE_FILE, time_attr=TIME_ATTR, max_t=asha.max_t,
+                                    grace_period=asha.grace_period, reduction_factor=asha.reduction_factor),
             # The same draws for the same seed. The concurrency limit goes here: TuneConfig's max_concurrent_trials
             # is ignored when a BasicVariantGenerator is passed.
             search_alg=BasicVariantGenerator(max_concurrent=space.max_concurrent_trials,
