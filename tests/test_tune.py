@@ -371,8 +371,8 @@ def test_asha_keeps_its_rungs_across_a_restored_search(tmp_path):
 
     from vidfuse.tuning.asha import ResumableASHA
 
-    def fresh() -> ResumableASHA:
-        return ResumableASHA(state_path=tmp_path / "asha_state.pkl", time_attr="epoch", max_t=4, grace_period=1,
+    def fresh(state_file: str = "asha_state.pkl") -> ResumableASHA:
+        return ResumableASHA(state_path=tmp_path / state_file, time_attr="epoch", max_t=4, grace_period=1,
                              reduction_factor=2, metric="val_score", mode="max")
 
     as_started = pickle.dumps(fresh())  # what Tuner.restore unpickles
@@ -387,8 +387,7 @@ def test_asha_keeps_its_rungs_across_a_restored_search(tmp_path):
         restored.on_trial_add(None, trial)
     assert restored.on_trial_result(None, trials[2], {"epoch": 1, "val_score": 0.5}) == TrialScheduler.STOP
     assert restored.on_trial_result(None, trials[0], {"epoch": 2, "val_score": 0.95}) == TrialScheduler.CONTINUE
-    unsaved = pickle.loads(as_started)
-    unsaved._state_path = str(tmp_path / "none.pkl")  # as plain ASHA did: the behind trial went on
+    unsaved = fresh("none.pkl")  # nothing saved: as plain ASHA did, the trial behind went on
     unsaved.on_trial_add(None, trials[2])
     assert unsaved.on_trial_result(None, trials[2], {"epoch": 1, "val_score": 0.5}) == TrialScheduler.CONTINUE
 
