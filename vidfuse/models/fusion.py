@@ -48,8 +48,7 @@ class FusionHead(nn.Module):
             raise VidfuseError(f"unknown fusion_align {align!r}; valid: {', '.join(ALIGNMENTS)}")
         if dim is not None and dim < 1:
             raise VidfuseError(f"fusion_dim={dim} must be at least 1")
-        if self.reads_deepest_only:
-            in_channels = dict(list(in_channels.items())[-1:])
+        in_channels = {name: in_channels[name] for name in self.layers_read(list(in_channels))}
         self.layers = tuple(in_channels)
         self.dim = self.default_dim if dim is None else dim
         self.align = align
@@ -58,6 +57,11 @@ class FusionHead(nn.Module):
         self._build(channels)
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(self.fused_dim(channels), num_classes)
+
+    @classmethod
+    def layers_read(cls, layers: Sequence[str]) -> list[str]:
+        """Of `layers` (backbone blocks in backbone order), the ones this head reads: all, or the deepest alone."""
+        return list(layers[-1:]) if cls.reads_deepest_only else list(layers)
 
     def _build(self, channels: list[int]) -> None:
         """Create the head's own modules (nothing by default)."""
@@ -219,11 +223,10 @@ HEADS: dict[str, type[FusionHead]] = {
 
 
 def layers_read(fusion: str, fusion_layers: Sequence[str]) -> list[str]:
-    """The blocks that the head `fusion` reads of `fusion_layers`, in backbone order: all of them, or for a head
-    that `reads_deepest_only` (gap) the deepest. An unknown head reads them all here (`build_head` refuses it)."""
+    """The blocks that the head `fusion` reads of `fusion_layers`, in backbone order (`FusionHead.layers_read`). An
+    unknown head reads them all here (`build_head` refuses it)."""
     ordered = [name for name in STAGES if name in fusion_layers]
-    head = HEADS.get(fusion)
-    return ordered[-1:] if head is not None and head.reads_deepest_only else ordered
+    return HEADS[fusion].layers_read(ordered) if fusion in HEADS else ordered
 
 
 def build_head(
