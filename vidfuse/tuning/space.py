@@ -83,7 +83,7 @@ class SearchSpace:
         """(what the trials search, config) for each combination of the searched values of DATA_CHECK_KEYS:
         every choice or grid value, and a range's two ends (the batch and worker checks only grow or shrink
         with them). ("", base) when none is searched. For `tune` to check the data set as every trial sees it."""
-        searched = {key: args if kind in ("choice", "grid") else [args[0], args[-1]]
+        searched = {key: [args[0], args[-1]] if kind in RANGES else args
                     for key, (kind, args) in self.search.items() if key in DATA_CHECK_KEYS}
         return [(", ".join(f"{key}={value}" for key, value in params.items()), self.trial_config(params))
                 for params in (dict(zip(searched, values)) for values in itertools.product(*searched.values()))]
