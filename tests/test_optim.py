@@ -29,13 +29,20 @@ def test_no_weight_decay_on_batchnorm_and_bias_and_frozen_excluded():
                                                    id(model[3].bias)}
 
 
+def _end_epoch(optimizer: torch.optim.Optimizer, scheduler, val_loss: float) -> None:
+    """As the training loop ends an epoch: the optimizer has stepped (here with no gradients: a no-op) before the
+    schedule does, so torch sees the order it expects."""
+    optimizer.step()
+    step_scheduler(scheduler, val_loss)
+
+
 def _lrs(cfg: OptimConfig, epochs: int, val_losses=None) -> list[float]:
     optimizer = build_optimizer(_tiny_model(), cfg)
     scheduler = build_scheduler(optimizer, cfg, epochs=epochs)
     lrs = []
     for epoch in range(epochs):
         lrs.append(current_lr(optimizer))
-        step_scheduler(scheduler, val_losses[epoch] if val_losses else 1.0)
+        _end_epoch(optimizer, scheduler, val_losses[epoch] if val_losses else 1.0)
     return lrs
 
 
@@ -61,7 +68,7 @@ def test_resumed_schedule_continues_the_same_sequence():
     optimizer = build_optimizer(_tiny_model(), cfg)
     scheduler = build_scheduler(optimizer, cfg, epochs=5)
     for _ in range(2):
-        step_scheduler(scheduler, 1.0)
+        _end_epoch(optimizer, scheduler, 1.0)
     state = scheduler.state_dict(), optimizer.state_dict()
     optimizer2 = build_optimizer(_tiny_model(), cfg)
     scheduler2 = build_scheduler(optimizer2, cfg, epochs=5)
@@ -70,5 +77,5 @@ def test_resumed_schedule_continues_the_same_sequence():
     resumed = []
     for _ in range(3):
         resumed.append(current_lr(optimizer2))
-        step_scheduler(scheduler2, 1.0)
+        _end_epoch(optimizer2, scheduler2, 1.0)
     assert resumed == pytest.approx(straight[2:])
