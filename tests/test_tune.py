@@ -23,6 +23,7 @@ from vidfuse import config as config_lib
 from vidfuse.cli import main
 from vidfuse.commands import train as train_command
 from vidfuse.engine import rundir
+from vidfuse.tuning.asha import STATE_FILE
 from vidfuse.tuning.space import load_space
 
 REPO = Path(__file__).resolve().parents[1]
@@ -95,6 +96,7 @@ def test_every_trial_runs_and_asha_stops_the_ones_behind(smoke_search):
         assert trained.run.epochs == max_t and trained.model.depth == 10
         heads.append(trained.model.fusion)
     assert sorted(heads) == ["factorized", "gap", "hbp", "temporal"]
+    assert (experiment / STATE_FILE).is_file()  # ASHA's rungs, in the folder Tune gave the trials (--resume)
 
 
 def test_table_lists_every_trial_best_first(smoke_search):
@@ -363,33 +365,45 @@ def test_split_flag_and_a_searched_split_are_refused_together(tiny_dataset, tmp_
 
 def test_asha_keeps_its_rungs_across_a_restored_search(tmp_path):
     """Tune pickles the scheduler with the Tuner when the search starts and gives that one back on restore: the
-    scores reported before the interruption were lost, so a trial behind them was no longer stopped."""
+    scores reported before the interruption were lost, so a trial behind them was no longer stopped. The rungs are
+    kept in the experiment folder that Tune gives the trials, so they follow the folder when it is moved."""
     import pickle
+    import shutil
     from types import SimpleNamespace
 
     from ray.tune.schedulers import TrialScheduler
 
     from vidfuse.tuning.asha import ResumableASHA
 
-    def fresh(state_file: str = "asha_state.pkl") -> ResumableASHA:
-        return ResumableASHA(state_path=tmp_path / state_file, time_attr="epoch", max_t=4, grace_period=1,
-                             reduction_factor=2, metric="val_score", mode="max")
+    def fresh() -> ResumableASHA:
+        return ResumableASHA(time_attr="epoch", max_t=4, grace_period=1, reduction_factor=2, metric="val_score",
+                             mode="max")
+
+    def trials_in(experiment: Path) -> list[SimpleNamespace]:
+        return [SimpleNamespace(trial_id=f"t_0000{i}", remote_experiment_path=str(experiment)) for i in range(3)]
 
     as_started = pickle.dumps(fresh())  # what Tuner.restore unpickles
-    trials = [SimpleNamespace(trial_id=f"t_0000{i}") for i in range(3)]
+    first, moved = tmp_path / "first" / "search", tmp_path / "moved" / "search"
+    first.mkdir(parents=True)
+    trials = trials_in(first)
     asha = fresh()
     for trial, score in zip(trials[:2], (0.9, 0.8)):
         asha.on_trial_add(None, trial)
         asha.on_trial_result(None, trial, {"epoch": 1, "val_score": score})
-    # the search stops here; the restored one gets the scheduler as it started, then a trial that is behind
+    assert (first / STATE_FILE).is_file()
+    # the search stops here and its folder is moved; the restored search gets the scheduler as it started, then
+    # a trial that is behind
+    shutil.move(first, moved)
+    trials = trials_in(moved)
     restored = pickle.loads(as_started)
     for trial in trials:
         restored.on_trial_add(None, trial)
     assert restored.on_trial_result(None, trials[2], {"epoch": 1, "val_score": 0.5}) == TrialScheduler.STOP
     assert restored.on_trial_result(None, trials[0], {"epoch": 2, "val_score": 0.95}) == TrialScheduler.CONTINUE
-    unsaved = fresh("none.pkl")  # nothing saved: as plain ASHA did, the trial behind went on
-    unsaved.on_trial_add(None, trials[2])
-    assert unsaved.on_trial_result(None, trials[2], {"epoch": 1, "val_score": 0.5}) == TrialScheduler.CONTINUE
+    assert not first.exists() and (moved / STATE_FILE).is_file()  # it went on writing in the moved folder
+    unsaved, behind = fresh(), trials_in(tmp_path / "new")[2]  # nothing saved: as plain ASHA did, it went on
+    unsaved.on_trial_add(None, behind)
+    assert unsaved.on_trial_result(None, behind, {"epoch": 1, "val_score": 0.5}) == TrialScheduler.CONTINUE
 
 
 def test_trials_on_several_splits_get_a_mean_row_and_the_best_trial_wins(tmp_path):

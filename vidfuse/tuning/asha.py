@@ -8,7 +8,9 @@ end, where the uninterrupted one stopped 2 at epoch 1).
 
 `ResumableASHA` writes ASHA's own state (`AsyncHyperBandScheduler.save`, its rungs and the trials' brackets) into the
 experiment folder after every result it judges, atomically, and reads it back (`restore`) the first time a restored
-search hands it a trial. A search that starts afresh finds no state file: its experiment folder is new.
+search hands it a trial. A search that starts afresh finds no state file: its experiment folder is new. The folder is
+the one Tune gives the trials (`Trial.remote_experiment_path`), so a search whose folder was moved before `--resume`
+finds its rungs there and goes on writing there.
 """
 
 from __future__ import annotations
@@ -26,18 +28,21 @@ STATE_FILE = "asha_state.pkl"  # in the experiment folder
 
 
 class ResumableASHA(ASHAScheduler):
-    """`ASHAScheduler` (same keywords) that saves its rungs to `state_path` and restores them after an interruption."""
+    """`ASHAScheduler` (same keywords) that saves its rungs in the experiment folder and restores them after an
+    interruption."""
 
-    def __init__(self, *, state_path: str | os.PathLike, **asha: Any) -> None:
+    def __init__(self, **asha: Any) -> None:
         super().__init__(**asha)
-        self._state_path = str(state_path)
-        self._state_read = False  # pickled False with the Tuner, so a restored search reads the saved state once
+        # STATE_FILE in the experiment folder, learnt from the first trial added. None when pickled with the Tuner,
+        # so a restored search reads the saved state once.
+        self._state_path: str | None = None
 
     def on_trial_add(self, tune_controller: Any, trial: Trial) -> None:
-        if not self._state_read:
-            self._state_read = True
-            if Path(self._state_path).is_file():
-                self.restore(self._state_path)  # this object's __dict__, as saved (with _state_read True)
+        if self._state_path is None:
+            state_path = os.path.join(trial.remote_experiment_path, STATE_FILE)
+            if Path(state_path).is_file():
+                self.restore(state_path)  # this object's __dict__ as saved, with the folder's path at that time
+            self._state_path = state_path
         super().on_trial_add(tune_controller, trial)
 
     def on_trial_result(self, tune_controller: Any, trial: Trial, result: dict) -> str:

@@ -30,7 +30,7 @@ from vidfuse.config import Config
 from vidfuse.engine import rundir
 from vidfuse.engine.ray_runtime import ensure_ray as start_ray
 from vidfuse.errors import VidfuseError
-from vidfuse.tuning.asha import STATE_FILE, ResumableASHA
+from vidfuse.tuning.asha import ResumableASHA
 from vidfuse.tuning.space import TIME_ATTR, SearchSpace
 
 TRIALS = "trials"  # sub-folder of the experiment that holds the trials' run folders
@@ -117,8 +117,8 @@ def run_search(space: SearchSpace, experiment: str | os.PathLike, *, samples: in
         tune_config=tune.TuneConfig(
             metric=rundir.VAL_SCORE,
             mode="max",
-            scheduler=ResumableASHA(state_path=experiment / STATE_FILE, time_attr=TIME_ATTR, max_t=asha.max_t,
-                                    grace_period=asha.grace_period, reduction_factor=asha.reduction_factor),
+            scheduler=ResumableASHA(time_attr=TIME_ATTR, max_t=asha.max_t, grace_period=asha.grace_period,
+                                    reduction_factor=asha.reduction_factor),
             # The same draws for the same seed. The concurrency limit goes here: TuneConfig's max_concurrent_trials
             # is ignored when a BasicVariantGenerator is passed.
             search_alg=BasicVariantGenerator(max_concurrent=space.max_concurrent_trials,
